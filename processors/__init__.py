@@ -1,0 +1,1 @@
+"""mrr-stream: billing events in, exact MRR movements and monthly aggregates out."""

@@ -1,0 +1,27 @@
+"""The `mrr-stream` command: one sub-command per job, each a thin shell around the core or the stream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from processors.cli import generate_cmd, replay_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrr-stream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (replay_cmd, generate_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

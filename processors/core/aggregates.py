@@ -1,0 +1,113 @@
+"""Movements -> monthly totals -> monthly aggregates per (month, currency).
+
+Totals are plain sums over movement records, retractions included (they carry negated amounts and
+counts), so the totals of a stream that saw corrections equal those of a replay that never needed any.
+Every aggregate row is then derived from the totals: opening = the previous closing, and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from decimal import Decimal
+
+from processors.core.mrr import round_half_even
+from schemas.aggregate import MonthlyAggregate
+from schemas.movement import Movement
+
+MonthKey = tuple[str, str]  # (month "YYYY-MM", currency)
+_RATIO_PLACES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MonthTotals:
+    new: int = 0
+    expansion: int = 0
+    contraction: int = 0
+    churn: int = 0
+    reactivation: int = 0
+    new_customers: int = 0
+    reactivated_customers: int = 0
+    churned_customers: int = 0
+    movements: int = 0  # movements in effect; 0 means every movement of the month was retracted
+
+    def __add__(self, other: MonthTotals) -> MonthTotals:
+        return MonthTotals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+_CUSTOMER_FIELD = {"new": "new_customers", "reactivation": "reactivated_customers", "churn": "churned_customers"}
+
+
+def monthly_totals(movements: Iterable[Movement]) -> dict[MonthKey, MonthTotals]:
+    sums: dict[MonthKey, dict[str, int]] = {}
+    for m in movements:
+        s = sums.setdefault((m.month, m.currency), {})
+        s[m.type] = s.get(m.type, 0) + m.amount
+        s["movements"] = s.get("movements", 0) + m.count
+        counter = _CUSTOMER_FIELD.get(m.type)
+        if counter is not None:
+            s[counter] = s.get(counter, 0) + m.count
+    return {key: MonthTotals(**s) for key, s in sums.items()}
+
+
+def merge(a: Mapping[MonthKey, MonthTotals], b: Mapping[MonthKey, MonthTotals]) -> dict[MonthKey, MonthTotals]:
+    out = dict(a)
+    for key, totals in b.items():
+        out[key] = out[key] + totals if key in out else totals
+    return out
+
+
+def _next_month(month: str) -> str:
+    year, mon = int(month[:4]), int(month[5:7])
+    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+
+
+def ratio(numerator: int, denominator: int) -> Decimal | None:
+    """numerator / denominator to four places, half-even; None where the denominator is 0."""
+    if denominator == 0:
+        return None
+    scaled = round_half_even(numerator * 10**_RATIO_PLACES, denominator)
+    return Decimal(scaled).scaleb(-_RATIO_PLACES)
+
+
+def monthly_aggregates(totals: Mapping[MonthKey, MonthTotals]) -> list[MonthlyAggregate]:
+    """One row per (month, currency), every month from a currency's first movement to the last month
+    with a movement in any currency, so that every currency's table ends on the same month."""
+    live = {key: t for key, t in totals.items() if t.movements != 0}
+    if not live:
+        return []
+    last = max(month for month, _ in live)
+    rows: list[MonthlyAggregate] = []
+    for currency in sorted({c for _, c in live}):
+        month = min(m for m, c in live if c == currency)
+        opening = customers = 0
+        while month <= last:
+            t = live.get((month, currency), MonthTotals())
+            closing = opening + t.new + t.expansion + t.reactivation - t.contraction - t.churn
+            customers_closing = customers + t.new_customers + t.reactivated_customers - t.churned_customers
+            rows.append(
+                MonthlyAggregate(
+                    month=month,
+                    currency=currency,
+                    opening_mrr=opening,
+                    new_mrr=t.new,
+                    expansion_mrr=t.expansion,
+                    contraction_mrr=t.contraction,
+                    churn_mrr=t.churn,
+                    reactivation_mrr=t.reactivation,
+                    net_new_mrr=closing - opening,
+                    closing_mrr=closing,
+                    customers_opening=customers,
+                    customers_closing=customers_closing,
+                    new_customers=t.new_customers,
+                    reactivated_customers=t.reactivated_customers,
+                    churned_customers=t.churned_customers,
+                    arpa=round_half_even(closing, customers_closing) if customers_closing else None,
+                    nrr=ratio(opening + t.expansion + t.reactivation - t.contraction - t.churn, opening),
+                    grr=ratio(opening - t.contraction - t.churn, opening),
+                    quick_ratio=ratio(t.new + t.expansion + t.reactivation, t.contraction + t.churn),
+                )
+            )
+            opening, customers = closing, customers_closing
+            month = _next_month(month)
+    return rows
