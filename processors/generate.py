@@ -27,16 +27,38 @@ ADDONS: tuple[tuple[str, Decimal], ...] = (
     ("audit-log", Decimal("49.00")),
     ("premium-support", Decimal("150.00")),
 )
-CURRENCIES: tuple[tuple[str, Decimal], ...] = (("USD", Decimal(1)), ("EUR", Decimal("0.92")), ("GBP", Decimal("0.79")))
+CURRENCIES: tuple[tuple[str, Decimal], ...] = (
+    ("USD", Decimal(1)),
+    ("EUR", Decimal("0.92")),
+    ("GBP", Decimal("0.79")),
+)
 CURRENCY_WEIGHTS = (70, 20, 10)
-INTERVALS: tuple[tuple[str, int], ...] = (("month", 1), ("year", 1), ("quarter", 1), ("month", 6), ("week", 1),
-                                          ("week", 2), ("day", 30))
+INTERVALS: tuple[tuple[str, int], ...] = (
+    ("month", 1),
+    ("year", 1),
+    ("quarter", 1),
+    ("month", 6),
+    ("week", 1),
+    ("week", 2),
+    ("day", 30),
+)
 INTERVAL_WEIGHTS = (64, 18, 6, 2, 5, 2, 3)
 # Price per interval as a multiple of the monthly price: annual plans get two months free.
-_INTERVAL_PRICE = {"day": Decimal(12) / 365, "week": Decimal(12) / 52, "month": Decimal(1), "quarter": Decimal(3),
-                   "year": Decimal(10)}
-_OFFSETS = (timezone.utc, timezone.utc, timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)),
-            timezone(timedelta(hours=5, minutes=30)))
+_INTERVAL_PRICE = {
+    "day": Decimal(12) / 365,
+    "week": Decimal(12) / 52,
+    "month": Decimal(1),
+    "quarter": Decimal(3),
+    "year": Decimal(10),
+}
+_OFFSETS = (
+    UTC,
+    UTC,
+    UTC,
+    timezone(timedelta(hours=2)),
+    timezone(timedelta(hours=-5)),
+    timezone(timedelta(hours=5, minutes=30)),
+)
 
 
 @dataclass
@@ -85,8 +107,9 @@ class HistoryGenerator:
         text = at.astimezone(tz).isoformat()
         return text.replace("+00:00", "Z")
 
-    def _event(self, kind: str, acct: _Account, sub: _Sub, at: datetime, terms: bool = True,
-               trial: bool = False) -> dict[str, Any]:
+    def _event(
+        self, kind: str, acct: _Account, sub: _Sub, at: datetime, terms: bool = True, trial: bool = False
+    ) -> dict[str, Any]:
         event: dict[str, Any] = {
             "event_id": self._event_id(),
             "type": kind,
@@ -103,8 +126,9 @@ class HistoryGenerator:
             if trial:
                 event["trial"] = True
             if self.rng.random() < 0.4:
-                event["tax_amount"] = str((Decimal(sub.items[0]["unit_amount"]) * Decimal("0.2")).quantize(
-                    Decimal("0.01")))
+                event["tax_amount"] = str(
+                    (Decimal(sub.items[0]["unit_amount"]) * Decimal("0.2")).quantize(Decimal("0.01"))
+                )
             if self.rng.random() < 0.1:
                 event["one_time_fees"] = [{"description": "onboarding", "amount": "500.00"}]
         return event
@@ -123,16 +147,31 @@ class HistoryGenerator:
         elif roll < 0.2:
             discount = {"amount_off": _price(Decimal(5), acct.rate, interval, count)}
         acct.next_sub += 1
-        items = [{"plan_id": plan_id, "unit_amount": _price(monthly, acct.rate, interval, count),
-                  "quantity": quantity}]
-        return _Sub(f"{acct.account_id}-sub{acct.next_sub}", acct.currency, interval, count, items, discount,
-                    plan_index)
+        items = [
+            {
+                "plan_id": plan_id,
+                "unit_amount": _price(monthly, acct.rate, interval, count),
+                "quantity": quantity,
+            }
+        ]
+        return _Sub(
+            f"{acct.account_id}-sub{acct.next_sub}",
+            acct.currency,
+            interval,
+            count,
+            items,
+            discount,
+            plan_index,
+        )
 
     def _reprice(self, acct: _Account, sub: _Sub, plan_index: int) -> None:
         plan_id, monthly, per_seat = PLANS[plan_index]
         sub.plan_index = plan_index
-        sub.items[0] = {"plan_id": plan_id, "unit_amount": _price(monthly, acct.rate, sub.interval, sub.count),
-                        "quantity": sub.items[0]["quantity"] if per_seat else 1}
+        sub.items[0] = {
+            "plan_id": plan_id,
+            "unit_amount": _price(monthly, acct.rate, sub.interval, sub.count),
+            "quantity": sub.items[0]["quantity"] if per_seat else 1,
+        }
 
     def _random_time(self, lo: datetime, hi: datetime) -> datetime:
         span = max(int((hi - lo).total_seconds()), 1)
@@ -204,8 +243,13 @@ class HistoryGenerator:
             elif roll < 0.25:  # an add-on as a subscription of its own
                 addon_id, monthly = rng.choice(ADDONS)
                 new = self._new_sub(acct)
-                new.items = [{"plan_id": addon_id, "unit_amount": _price(monthly, acct.rate, new.interval, new.count),
-                              "quantity": 1}]
+                new.items = [
+                    {
+                        "plan_id": addon_id,
+                        "unit_amount": _price(monthly, acct.rate, new.interval, new.count),
+                        "quantity": 1,
+                    }
+                ]
                 new.discount = None
                 acct.subs[new.sub_id] = new
                 yield self._event("subscribe", acct, new, at)
@@ -228,7 +272,8 @@ class HistoryGenerator:
 
 BAD_LINES: tuple[str, ...] = (
     "{not json",
-    '{"event_id": "bad-missing-type", "account_id": "a", "subscription_id": "s", "effective_at": "2025-01-01T00:00:00Z"}',
+    '{"event_id": "bad-missing-type", "account_id": "a", "subscription_id": "s", '
+    '"effective_at": "2025-01-01T00:00:00Z"}',
     '{"event_id": "bad-float", "type": "subscribe", "account_id": "a", "subscription_id": "s", '
     '"effective_at": "2025-01-01T00:00:00Z", "currency": "USD", "interval": "month", '
     '"items": [{"plan_id": "p", "unit_amount": 49.99}]}',
@@ -252,8 +297,16 @@ BAD_LINES: tuple[str, ...] = (
 )
 
 
-def arrange(events: list[dict[str, Any]], seed: int, *, shuffle: bool = False, duplicates: float = 0.0,
-            late: float = 0.0, late_days: float = 60.0, bad: float = 0.0) -> list[str]:
+def arrange(
+    events: list[dict[str, Any]],
+    seed: int,
+    *,
+    shuffle: bool = False,
+    duplicates: float = 0.0,
+    late: float = 0.0,
+    late_days: float = 60.0,
+    bad: float = 0.0,
+) -> list[str]:
     """Lay events out in an arrival order: the lines a producer would send, as JSON Lines."""
     rng = random.Random(seed ^ 0x5EED)
     keyed: list[tuple[float, str]] = []

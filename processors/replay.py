@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import gc
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from processors.core.account import AccountState, apply
 from processors.core.aggregates import monthly_aggregates, monthly_totals
 from processors.core.intake import Rejection, parse_event
+from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
 from schemas.billing_event import BillingEvent
-from schemas.movement import Movement
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,26 @@ class ReplayOutcome:
         return [m for state in self.accounts.values() for m in state.movements]
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    # The replay holds every event until all are read; the cyclic collector would rescan that growing,
+    # acyclic heap again and again (measured: validation 12x slower). Reference counting still frees.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None = None) -> ReplayOutcome:
     """Replay (source, raw line) pairs; blank lines are skipped, bad ones rejected, the rest applied."""
+    with _no_cyclic_gc():
+        return _replay(lines, on_line)
+
+
+def _replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None) -> ReplayOutcome:
     by_account: dict[str, list[BillingEvent]] = {}
     source_of: dict[int, tuple[str, bytes]] = {}
     rejects: list[Reject] = []

@@ -2,7 +2,7 @@
 
 from schemas.aggregate import MonthlyAggregate, ReplayResult
 from schemas.billing_event import BillingEvent, Discount, FieldError, Item
-from schemas.movement import MOVEMENT_TYPES, Movement, MovementType
+from schemas.movement import MOVEMENT_TYPES, MovementRecord, MovementType
 
 __all__ = [
     "MOVEMENT_TYPES",
@@ -11,7 +11,7 @@ __all__ = [
     "FieldError",
     "Item",
     "MonthlyAggregate",
-    "Movement",
+    "MovementRecord",
     "MovementType",
     "ReplayResult",
 ]

@@ -32,7 +32,7 @@ class MonthlyAggregate(BaseModel):
 
 
 class ReplayResult(BaseModel):
-    """The JSON document printed by `mrr-stream replay --format json` and `mrr-stream status --format json`."""
+    """The document printed by `mrr-stream replay --format json` and `mrr-stream status --format json`."""
 
     rejected: int
     months: list[MonthlyAggregate]

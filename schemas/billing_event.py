@@ -58,7 +58,9 @@ class Discount(_Contract):
 
 
 class BillingEvent(_Contract):
-    event_id: NonEmptyId = Field(description="Deduplication key: a repeated id with the same content is a no-op.")
+    event_id: NonEmptyId = Field(
+        description="Deduplication key: a repeated id with the same content is a no-op."
+    )
     type: EventType
     account_id: NonEmptyId
     subscription_id: NonEmptyId

@@ -45,7 +45,9 @@ Ratio = Annotated[
     Decimal | None,
     PlainSerializer(format_ratio, return_type=str | None, when_used="json"),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": r"^-?\d+\.\d{4}$"}, {"type": "null"}],
-         "description": "A ratio to four places, null where its denominator is zero."}
+        {
+            "anyOf": [{"type": "string", "pattern": r"^-?\d+\.\d{4}$"}, {"type": "null"}],
+            "description": "A ratio to four places, null where its denominator is zero.",
+        }
     ),
 ]

@@ -13,7 +13,7 @@ MovementType = Literal["new", "expansion", "contraction", "churn", "reactivation
 MOVEMENT_TYPES: tuple[MovementType, ...] = ("new", "expansion", "contraction", "churn", "reactivation")
 
 
-class Movement(BaseModel):
+class MovementRecord(BaseModel):
     """One movement, or the retraction of one.
 
     Correction rule: when a late event changes history, every movement it invalidates is published again
@@ -22,7 +22,7 @@ class Movement(BaseModel):
     ``amount`` and ``count`` per (month, currency, type) over the whole topic gives the corrected totals.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
     movement_id: str = Field(description="Deterministic: the same history always yields the same id.")
     record: Literal["movement", "retraction"] = "movement"

@@ -17,7 +17,9 @@ def register(sub: Any) -> None:
     p.add_argument("--start", type=parse_month, default=parse_month("2025-01"), help="first month, YYYY-MM")
     p.add_argument("--shuffle", action="store_true", help="random arrival order")
     p.add_argument("--duplicates", type=float, default=0.0, metavar="FRACTION", help="share of events resent")
-    p.add_argument("--late", type=float, default=0.0, metavar="FRACTION", help="share of events arriving late")
+    p.add_argument(
+        "--late", type=float, default=0.0, metavar="FRACTION", help="share of events arriving late"
+    )
     p.add_argument("--late-days", type=float, default=60.0, help="how late a late event can be, in days")
     p.add_argument("--bad", type=float, default=0.0, metavar="FRACTION", help="share of bad lines mixed in")
     p.add_argument("-o", "--output", help="file to write; standard output by default")
@@ -26,8 +28,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     events = HistoryGenerator(args.accounts, args.months, args.seed, args.start).events()
-    lines = arrange(events, args.seed, shuffle=args.shuffle, duplicates=args.duplicates, late=args.late,
-                    late_days=args.late_days, bad=args.bad)
+    lines = arrange(
+        events,
+        args.seed,
+        shuffle=args.shuffle,
+        duplicates=args.duplicates,
+        late=args.late,
+        late_days=args.late_days,
+        bad=args.bad,
+    )
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
     try:
         for line in lines:

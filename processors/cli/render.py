@@ -43,8 +43,23 @@ def _pct(value: Decimal | None) -> str:
 
 def table(months: Sequence[MonthlyAggregate], title: str) -> Table:
     t = Table(title=title, header_style="bold", show_lines=False)
-    for name in ("Month", "Cur", "Opening", "New", "Expansion", "Reactiv.", "Contraction", "Churn", "Net new",
-                 "Closing", "Cust.", "ARPA", "NRR", "GRR", "Quick"):
+    for name in (
+        "Month",
+        "Cur",
+        "Opening",
+        "New",
+        "Expansion",
+        "Reactiv.",
+        "Contraction",
+        "Churn",
+        "Net new",
+        "Closing",
+        "Cust.",
+        "ARPA",
+        "NRR",
+        "GRR",
+        "Quick",
+    ):
         t.add_column(name, justify="left" if name in ("Month", "Cur") else "right")
     currency = None
     for m in months:
@@ -53,10 +68,20 @@ def table(months: Sequence[MonthlyAggregate], title: str) -> Table:
         currency = m.currency
         net = _money(m.net_new_mrr)
         t.add_row(
-            m.month, m.currency, _money(m.opening_mrr), _money(m.new_mrr), _money(m.expansion_mrr),
-            _money(m.reactivation_mrr), _money(-m.contraction_mrr), _money(-m.churn_mrr),
-            f"[green]{net}[/]" if m.net_new_mrr >= 0 else f"[red]{net}[/]", _money(m.closing_mrr),
-            str(m.customers_closing), _money(m.arpa), _pct(m.nrr), _pct(m.grr),
+            m.month,
+            m.currency,
+            _money(m.opening_mrr),
+            _money(m.new_mrr),
+            _money(m.expansion_mrr),
+            _money(m.reactivation_mrr),
+            _money(-m.contraction_mrr),
+            _money(-m.churn_mrr),
+            f"[green]{net}[/]" if m.net_new_mrr >= 0 else f"[red]{net}[/]",
+            _money(m.closing_mrr),
+            str(m.customers_closing),
+            _money(m.arpa),
+            _pct(m.nrr),
+            _pct(m.grr),
             "-" if m.quick_ratio is None else f"{m.quick_ratio:.2f}",
         )
     return t

@@ -18,7 +18,9 @@ from schemas.money import format_cents
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("replay", help="replay billing events (JSON Lines) in-process and print the monthly table")
+    p = sub.add_parser(
+        "replay", help="replay billing events (JSON Lines) in-process and print the monthly table"
+    )
     p.add_argument("files", nargs="+", help="JSON Lines files; - reads standard input")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--rejects", type=Path, help="write rejected lines here instead of to stderr")
@@ -71,7 +73,9 @@ def write_accounts(outcome: ReplayOutcome, path: Path) -> None:
     with path.open("w") as f:
         for account_id in sorted(outcome.accounts):
             for currency, cents in sorted(outcome.accounts[account_id].mrr.items()):
-                f.write(json.dumps({"account_id": account_id, "currency": currency, "mrr": format_cents(cents)}))
+                f.write(
+                    json.dumps({"account_id": account_id, "currency": currency, "mrr": format_cents(cents)})
+                )
                 f.write("\n")
 
 
@@ -92,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(render.to_csv(outcome.months))
     else:
-        title = (f"MRR by month — {outcome.events:,} events, {outcome.duplicates:,} duplicates ignored, "
-                 f"{len(outcome.rejects):,} rejected")
+        title = (
+            f"MRR by month — {outcome.events:,} events, {outcome.duplicates:,} duplicates ignored, "
+            f"{len(outcome.rejects):,} rejected"
+        )
         render.print_table(outcome.months, title)
     return 0

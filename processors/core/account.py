@@ -13,14 +13,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
+from operator import itemgetter
+from typing import NamedTuple
 
 from processors.core.intake import Rejection
+from processors.core.movement import Movement, retraction_of
 from processors.core.mrr import subscription_mrr
 from schemas.billing_event import BillingEvent
-from schemas.movement import Movement, MovementType
+from schemas.movement import MovementType
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+Keyed = tuple[int, str, BillingEvent]  # (instant, event_id, event): sorts in application order
 
 
 def instant_of(event: BillingEvent) -> int:
@@ -28,12 +33,11 @@ def instant_of(event: BillingEvent) -> int:
     return (event.effective_at - _EPOCH) // _MICROSECOND
 
 
-def order_key(event: BillingEvent) -> tuple[int, str]:
-    return instant_of(event), event.event_id
+def keyed(events: Iterable[BillingEvent]) -> list[Keyed]:
+    return sorted((instant_of(e), e.event_id, e) for e in events)
 
 
-@dataclass(frozen=True, slots=True)
-class Subscription:
+class Subscription(NamedTuple):
     currency: str
     terms_mrr: int  # MRR in cents of its last stated terms, what resume/reactivate bring back
     active: bool
@@ -48,7 +52,7 @@ class AccountState:
     """Everything the engine knows of one account. Never mutated: apply returns a new one."""
 
     account_id: str
-    events: tuple[BillingEvent, ...] = ()  # unique by event_id, sorted by order_key
+    events: tuple[Keyed, ...] = ()  # unique by event_id, in application order
     movements: tuple[Movement, ...] = ()  # the movements in effect, in order
     subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
     mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last instant
@@ -56,7 +60,7 @@ class AccountState:
 
     @property
     def last_instant(self) -> int | None:
-        return instant_of(self.events[-1]) if self.events else None
+        return self.events[-1][0] if self.events else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +92,18 @@ def classify(before: int, after: int, ever_active: bool) -> MovementType | None:
 
 def _fold(
     account_id: str,
-    events: Iterable[BillingEvent],
+    events: Iterable[Keyed],
     subscriptions: dict[str, Subscription],
     mrr: dict[str, int],
     ever_active: set[str],
 ) -> list[Movement]:
     """Apply sorted events onto mutable copies of the end state; return the movements they cause."""
     movements: list[Movement] = []
-    for instant, group in groupby(events, key=instant_of):
+    for instant, group in groupby(events, key=itemgetter(0)):
         before = dict(mrr)
         causes: dict[str, list[str]] = {}
         at: datetime | None = None
-        for event in group:
+        for _, event_id, event in group:
             at = event.effective_at
             old = subscriptions.get(event.subscription_id)
             if event.has_terms:
@@ -114,10 +118,10 @@ def _fold(
             subscriptions[event.subscription_id] = new
             if old is not None:
                 mrr[old.currency] -= old.mrr
-                causes.setdefault(old.currency, []).append(event.event_id)
+                causes.setdefault(old.currency, []).append(event_id)
             mrr[new.currency] = mrr.get(new.currency, 0) + new.mrr
             if old is None or old.currency != new.currency:
-                causes.setdefault(new.currency, []).append(event.event_id)
+                causes.setdefault(new.currency, []).append(event_id)
         assert at is not None
         for currency in sorted(causes):
             prior, now = before.get(currency, 0), mrr[currency]
@@ -129,41 +133,25 @@ def _fold(
             utc = at.astimezone(UTC)
             ids = tuple(causes[currency])
             movements.append(
-                Movement.model_construct(
+                Movement(
                     movement_id=movement_id(account_id, currency, instant, kind, prior, now, ids),
-                    record="movement",
                     account_id=account_id,
                     currency=currency,
                     type=kind,
                     amount=abs(now - prior),
-                    count=1,
                     mrr_before=prior,
                     mrr_after=now,
                     effective_at=utc,
                     month=f"{utc.year:04d}-{utc.month:02d}",
                     event_ids=ids,
-                    retracts=None,
-                    corrects=(),
                 )
             )
     return movements
 
 
-def retraction_of(movement: Movement) -> Movement:
-    return movement.model_copy(
-        update={
-            "movement_id": f"{movement.movement_id}-r",
-            "record": "retraction",
-            "amount": -movement.amount,
-            "count": -1,
-            "retracts": movement.movement_id,
-        }
-    )
-
-
 def apply(state: AccountState, events: Iterable[BillingEvent]) -> Applied:
     """Fold new events (any order, duplicates allowed) into an account's state."""
-    known = {e.event_id: e for e in state.events}
+    known = {e.event_id: e for _, _, e in state.events}
     fresh: dict[str, BillingEvent] = {}
     duplicates: list[BillingEvent] = []
     conflicts: list[tuple[BillingEvent, Rejection]] = []
@@ -181,18 +169,18 @@ def apply(state: AccountState, events: Iterable[BillingEvent]) -> Applied:
     if not fresh:
         return Applied(state, duplicates=tuple(duplicates), conflicts=tuple(conflicts))
 
-    new_events = sorted(fresh.values(), key=order_key)
+    new_events = keyed(fresh.values())
     last = state.last_instant
-    if last is None or instant_of(new_events[0]) > last:
+    retracted: list[Movement] = []
+    if last is None or new_events[0][0] > last:
         # On time: continue the fold from the end state; nothing already published changes.
         subscriptions, mrr, ever = dict(state.subscriptions), dict(state.mrr), set(state.ever_active)
         added = _fold(state.account_id, new_events, subscriptions, mrr, ever)
         all_events = state.events + tuple(new_events)
         movements = state.movements + tuple(added)
-        retracted: list[Movement] = []
     else:
         # Late: refold the whole history and publish the difference as a correction.
-        all_events = tuple(sorted((*state.events, *new_events), key=order_key))
+        all_events = tuple(sorted((*state.events, *new_events)))
         subscriptions, mrr, ever = {}, {}, set()
         movements = tuple(_fold(state.account_id, all_events, subscriptions, mrr, ever))
         old_ids = {m.movement_id for m in state.movements}
@@ -202,7 +190,7 @@ def apply(state: AccountState, events: Iterable[BillingEvent]) -> Applied:
         for m in retracted:
             replaced[m.currency] = (*replaced.get(m.currency, ()), m.movement_id)
         added = [
-            m.model_copy(update={"corrects": replaced.get(m.currency, ())})
+            m._replace(corrects=replaced.get(m.currency, ()))
             for m in movements
             if m.movement_id not in old_ids
         ]
@@ -218,7 +206,7 @@ def apply(state: AccountState, events: Iterable[BillingEvent]) -> Applied:
         new_state,
         added=tuple(added),
         retracted=tuple(retraction_of(m) for m in retracted),
-        accepted=tuple(new_events),
+        accepted=tuple(e for _, _, e in new_events),
         duplicates=tuple(duplicates),
         conflicts=tuple(conflicts),
     )

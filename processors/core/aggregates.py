@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
+from processors.core.movement import Movement
 from processors.core.mrr import round_half_even
 from schemas.aggregate import MonthlyAggregate
-from schemas.movement import Movement
 
 MonthKey = tuple[str, str]  # (month "YYYY-MM", currency)
 _RATIO_PLACES = 4
@@ -35,7 +35,11 @@ class MonthTotals:
         return MonthTotals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
-_CUSTOMER_FIELD = {"new": "new_customers", "reactivation": "reactivated_customers", "churn": "churned_customers"}
+_CUSTOMER_FIELD = {
+    "new": "new_customers",
+    "reactivation": "reactivated_customers",
+    "churn": "churned_customers",
+}
 
 
 def monthly_totals(movements: Iterable[Movement]) -> dict[MonthKey, MonthTotals]:
@@ -50,7 +54,9 @@ def monthly_totals(movements: Iterable[Movement]) -> dict[MonthKey, MonthTotals]
     return {key: MonthTotals(**s) for key, s in sums.items()}
 
 
-def merge(a: Mapping[MonthKey, MonthTotals], b: Mapping[MonthKey, MonthTotals]) -> dict[MonthKey, MonthTotals]:
+def merge(
+    a: Mapping[MonthKey, MonthTotals], b: Mapping[MonthKey, MonthTotals]
+) -> dict[MonthKey, MonthTotals]:
     out = dict(a)
     for key, totals in b.items():
         out[key] = out[key] + totals if key in out else totals

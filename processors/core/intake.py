@@ -31,8 +31,12 @@ def _describe(error: Any) -> tuple[str, str]:
         message = "field required"
     elif error["type"] == "json_invalid":
         message = f"invalid JSON ({error.get('ctx', {}).get('error', 'malformed')})"
-    elif error["type"] in ("string_pattern_mismatch", "string_type") and loc.endswith("amount"):
-        message = 'must be a non-negative decimal string with up to 6 places such as "49.00" (never a JSON number)'
+    elif error["type"] in ("string_pattern_mismatch", "string_type") and loc.endswith(
+        ("amount", "amount_off")
+    ):
+        message = (
+            'must be a non-negative decimal string with up to 6 places such as "49.00" (never a JSON number)'
+        )
     elif error["type"] in ("string_pattern_mismatch", "string_type") and loc.endswith("percent_off"):
         message = 'must be a decimal string with up to 4 places such as "12.5" (never a JSON number)'
     elif error["type"] == "string_pattern_mismatch" and loc == "currency":

@@ -34,7 +34,8 @@ def round_half_even(numerator: int, denominator: int) -> int:
 
 def _scaled(value: str, places: int) -> int:
     whole, _, frac = value.partition(".")
-    return int(whole) * 10**places + (int(frac.ljust(places, "0")) if frac else 0)
+    scale: int = 10**places
+    return int(whole) * scale + (int(frac.ljust(places, "0")) if frac else 0)
 
 
 def to_micro(amount: str) -> int:

@@ -1,0 +1,112 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from processors.cli import main
+from tests.factories import raw
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    lines = [
+        json.dumps(raw("subscribe", account="a", at="2025-01-05T00:00:00Z", amount="100.00")),
+        "{oops",
+        json.dumps(raw("upgrade", account="a", at="2025-02-05T00:00:00Z", amount="250.00", event_id="u1")),
+        "",
+        json.dumps(raw("upgrade", account="a", at="2025-02-05T00:00:00Z", amount="999.00", event_id="u1")),
+        json.dumps(raw("subscribe", account="b", at="2025-02-07T00:00:00Z", currency="eur")),
+    ]
+    return write_lines(tmp_path / "h.jsonl", lines)
+
+
+def test_replay_json(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(history), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["rejected"] == 3
+    assert [(m["month"], m["currency"], m["closing_mrr"]) for m in doc["months"]] == [
+        ("2025-01", "USD", "100.00"),
+        ("2025-02", "USD", "250.00"),
+    ]
+    assert doc["months"][1]["expansion_mrr"] == "150.00" and doc["months"][1]["nrr"] == "2.5000"
+    assert f"rejected {history}:2: (record): invalid JSON" in err
+    assert f"rejected {history}:5: event_id: already used" in err
+    assert f"rejected {history}:6: currency: must be an ISO 4217 code" in err
+
+
+def test_replay_csv_and_side_files(history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rejects, accounts = tmp_path / "rejects.txt", tmp_path / "accounts.jsonl"
+    assert (
+        main(
+            [
+                "replay",
+                str(history),
+                "--format",
+                "csv",
+                "--rejects",
+                str(rejects),
+                "--accounts",
+                str(accounts),
+            ]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["closing_mrr"] for r in rows] == ["100.00", "250.00"]
+    assert rows[0]["nrr"] == "" and err == ""
+    assert len(rejects.read_text().splitlines()) == 3
+    assert [json.loads(line) for line in accounts.read_text().splitlines()] == [
+        {"account_id": "a", "currency": "USD", "mrr": "250.00"}
+    ]
+
+
+def test_replay_table_from_stdin(history: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "replay", "-"],
+        input=history.read_bytes(),
+        capture_output=True,
+        check=True,
+    )
+    assert b"2025-02" in proc.stdout and b"250.00" in proc.stdout
+    assert b"rejected stdin:2" in proc.stderr
+
+
+def test_generate_is_reproducible_and_replayable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    args = [
+        "--accounts",
+        "150",
+        "--months",
+        "12",
+        "--seed",
+        "7",
+        "--shuffle",
+        "--duplicates",
+        "0.1",
+        "--bad",
+        "0.05",
+    ]
+    assert main(["generate", *args, "-o", str(a)]) == 0
+    assert main(["generate", *args, "-o", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    capsys.readouterr()
+    assert main(["replay", str(a), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rejected"] > 0 and len(doc["months"]) >= 6
+    kinds = {
+        json.loads(line)["type"]
+        for line in a.read_text().splitlines()
+        if line.startswith('{"event_id":"evt_')
+    }
+    assert kinds == {"subscribe", "upgrade", "downgrade", "change", "cancel", "reactivate", "pause", "resume"}
