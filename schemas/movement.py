@@ -17,9 +17,9 @@ class MovementRecord(BaseModel):
     """One movement, or the retraction of one.
 
     Correction rule: when a late event changes history, every movement it invalidates is published again
-    as a ``retraction`` (same type, ``amount`` and ``count`` negated, ``retracts`` naming it) and the
+    as a ``retraction`` (same type, ``amount`` negated, ``sign`` -1, ``retracts`` naming it) and the
     corrected movements follow with ids of their own and ``corrects`` naming what they replace. Summing
-    ``amount`` and ``count`` per (month, currency, type) over the whole topic gives the corrected totals.
+    ``amount`` and ``sign`` over the whole topic gives the corrected totals.
     """
 
     model_config = ConfigDict(frozen=True, from_attributes=True)
@@ -30,7 +30,9 @@ class MovementRecord(BaseModel):
     currency: str
     type: MovementType
     amount: Cents = Field(description="Size of the movement, positive; negative on a retraction.")
-    count: Literal[1, -1] = Field(default=1, description="+1, or -1 on a retraction.")
+    sign: Literal[1, -1] = Field(
+        default=1, description="+1, or -1 on a retraction: sum it to count movements."
+    )
     mrr_before: Cents
     mrr_after: Cents
     effective_at: datetime = Field(description="The instant of the change, in UTC.")

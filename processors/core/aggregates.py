@@ -1,7 +1,7 @@
 """Movements -> monthly totals -> monthly aggregates per (month, currency).
 
 Totals are plain sums over movement records, retractions included (they carry negated amounts and
-counts), so the totals of a stream that saw corrections equal those of a replay that never needed any.
+signs), so the totals of a stream that saw corrections equal those of a replay that never needed any.
 Every aggregate row is then derived from the totals: opening = the previous closing, and so on.
 """
 
@@ -47,10 +47,10 @@ def monthly_totals(movements: Iterable[Movement]) -> dict[MonthKey, MonthTotals]
     for m in movements:
         s = sums.setdefault((m.month, m.currency), {})
         s[m.type] = s.get(m.type, 0) + m.amount
-        s["movements"] = s.get("movements", 0) + m.count
+        s["movements"] = s.get("movements", 0) + m.sign
         counter = _CUSTOMER_FIELD.get(m.type)
         if counter is not None:
-            s[counter] = s.get(counter, 0) + m.count
+            s[counter] = s.get(counter, 0) + m.sign
     return {key: MonthTotals(**s) for key, s in sums.items()}
 
 

@@ -22,7 +22,7 @@ class Movement(NamedTuple):
     month: str
     event_ids: tuple[str, ...]
     record: Literal["movement", "retraction"] = "movement"
-    count: Literal[1, -1] = 1
+    sign: Literal[1, -1] = 1
     retracts: str | None = None
     corrects: tuple[str, ...] = ()
 
@@ -32,7 +32,7 @@ def retraction_of(movement: Movement) -> Movement:
         movement_id=f"{movement.movement_id}-r",
         record="retraction",
         amount=-movement.amount,
-        count=-1,
+        sign=-1,
         retracts=movement.movement_id,
         corrects=(),
     )

@@ -183,7 +183,7 @@ def test_late_event_is_corrected_with_retractions() -> None:
     step2 = apply(step1.state, [feb])
     assert kinds(step2.retracted) == [("expansion", -5000)]
     assert step2.retracted[0].retracts == step1.added[1].movement_id
-    assert step2.retracted[0].count == -1 and step2.retracted[0].record == "retraction"
+    assert step2.retracted[0].sign == -1 and step2.retracted[0].record == "retraction"
     assert sorted(kinds(step2.added)) == [("expansion", 2000), ("expansion", 3000)]
     assert all(m.corrects == (step1.added[1].movement_id,) for m in step2.added)
     # A consumer that sums everything it was sent gets the same totals as a replay of all three.
