@@ -1,0 +1,50 @@
+"""The one settings object, read from MRR_* environment variables (and a .env file if present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _project_root() -> Path:
+    # In a checkout, next to the code (ignored by git); in an installed package, the working directory.
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MRR_", env_file=".env", extra="ignore")
+
+    # Kafka (the worker, the producer CLI, the tests)
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    input_topic: str = "billing-events"
+    movements_topic: str = "mrr-movements"
+    dlq_topic: str = "billing-events-dlq"
+
+    # Redis and Prometheus
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_prefix: str = Field(default="mrr:", description="every key the stream writes starts with this")
+    prometheus_url: str = "http://127.0.0.1:19090"
+    metrics_port: int = 9108
+
+    # Local servers started by `mrr-stream servers start` (development, CI and the demo)
+    local_dir: Path = Field(default_factory=lambda: _project_root() / ".local", description="servers' data")
+    cache_dir: Path = Field(default_factory=lambda: _project_root() / ".cache", description="Kafka's jars")
+    local_kafka_port: int = 19092
+    local_kafka_controller_port: int = 19093
+    local_kafka_heap: str = "512m"
+    local_redis_port: int = 16379
+    local_redis_persist: bool = False
+    local_prometheus_port: int = 19090
+    kafka_version: str = "4.1.1"

@@ -1,0 +1,61 @@
+"""docker-compose.yml checked statically: no Docker engine runs where this project's CI runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from processors.settings import REPO_ROOT, Settings
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_every_service_has_an_image_or_a_build_ports_and_a_healthcheck() -> None:
+    services = compose()["services"]
+    assert set(services) >= {"kafka", "redis", "prometheus", "worker"}
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        assert service.get("ports"), name
+        check = service.get("healthcheck", {}).get("test")
+        assert isinstance(check, list) and check[0] in ("CMD", "CMD-SHELL"), name
+    build = services["worker"]["build"]
+    assert (REPO_ROOT / build["context"] / build["dockerfile"]).is_file()
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+
+
+def test_volumes_are_named_and_mounts_exist() -> None:
+    doc = compose()
+    declared = set(doc["volumes"])
+    for name, service in doc["services"].items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (REPO_ROOT / source).exists(), f"{name}: {source}"
+            else:
+                assert source in declared, f"{name}: {source} is not a named volume"
+
+
+def test_dependencies_wait_for_health_and_env_names_are_settings() -> None:
+    services = compose()["services"]
+    worker = services["worker"]
+    for dep, cond in worker["depends_on"].items():
+        assert dep in services and cond["condition"] == "service_healthy"
+    fields = {f"MRR_{name.upper()}" for name in Settings.model_fields}
+    assert set(worker["environment"]) <= fields
+
+
+def test_kafka_is_kraft_single_node() -> None:
+    env = compose()["services"]["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+    ):
+        assert env[key] == "1"
