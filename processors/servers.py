@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -327,9 +328,9 @@ def prometheus_targets_dir(settings: Settings) -> Path:
     return settings.local_dir / "prometheus" / "targets"
 
 
-def local_prometheus_config(settings: Settings) -> dict[str, object]:
+def local_prometheus_config(settings: Settings) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with its service targets pointed at 127.0.0.1, plus file discovery."""
-    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     ports = {"worker": settings.metrics_port}
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):
