@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from processors.core.account import AccountState, apply
 from processors.core.aggregates import monthly_aggregates, monthly_totals
+from processors.core.fact import Fact, fact_of
 from processors.core.intake import Rejection, parse_event
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
-from schemas.billing_event import BillingEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ def replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | Non
 
 
 def _replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None) -> ReplayOutcome:
-    by_account: dict[str, list[BillingEvent]] = {}
+    by_account: dict[str, list[Fact]] = {}
     source_of: dict[int, tuple[str, bytes]] = {}
     rejects: list[Reject] = []
     for source, raw in lines:
@@ -67,17 +67,18 @@ def _replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | No
         if isinstance(parsed, Rejection):
             rejects.append(Reject(source, parsed, raw))
             continue
-        by_account.setdefault(parsed.account_id, []).append(parsed)
-        source_of[id(parsed)] = (source, raw)
+        fact = fact_of(parsed)
+        by_account.setdefault(fact.account_id, []).append(fact)
+        source_of[id(fact)] = (source, raw)
     accounts: dict[str, AccountState] = {}
     applied_events = duplicates = 0
-    for account_id, events in by_account.items():
-        result = apply(AccountState(account_id), events)
+    for account_id, facts in by_account.items():
+        result = apply(AccountState(account_id), facts)
         accounts[account_id] = result.state
         applied_events += len(result.accepted)
         duplicates += len(result.duplicates)
-        for event, rejection in result.conflicts:
-            source, raw = source_of[id(event)]
+        for fact, rejection in result.conflicts:
+            source, raw = source_of[id(fact)]
             rejects.append(Reject(source, rejection, raw))
     months = monthly_aggregates(monthly_totals(m for s in accounts.values() for m in s.movements))
     return ReplayOutcome(accounts, rejects, months, applied_events, duplicates)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from processors.core.fact import Fact, fact_of
 from schemas.billing_event import BillingEvent
 
 _counter = 0
@@ -46,3 +47,8 @@ def raw(
 
 def ev(type: str = "subscribe", **kwargs: Any) -> BillingEvent:
     return BillingEvent.model_validate_json(json.dumps(raw(type, **kwargs)))
+
+
+def fx(type: str = "subscribe", **kwargs: Any) -> Fact:
+    """The engine's view of an event built like ev()."""
+    return fact_of(ev(type, **kwargs))

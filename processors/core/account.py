@@ -11,30 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from itertools import groupby
-from operator import itemgetter
+from operator import attrgetter
 from typing import NamedTuple
 
+from processors.core.fact import Fact, utc_of
 from processors.core.intake import Rejection
 from processors.core.movement import Movement, retraction_of
-from processors.core.mrr import subscription_mrr
-from schemas.billing_event import BillingEvent
 from schemas.movement import MovementType
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-Keyed = tuple[int, str, BillingEvent]  # (instant, event_id, event): sorts in application order
-
-
-def instant_of(event: BillingEvent) -> int:
-    """effective_at as exact microseconds since the epoch (timestamp() would go through a float)."""
-    return (event.effective_at - _EPOCH) // _MICROSECOND
-
-
-def keyed(events: Iterable[BillingEvent]) -> list[Keyed]:
-    return sorted((instant_of(e), e.event_id, e) for e in events)
 
 
 class Subscription(NamedTuple):
@@ -52,7 +36,7 @@ class AccountState:
     """Everything the engine knows of one account. Never mutated: apply returns a new one."""
 
     account_id: str
-    events: tuple[Keyed, ...] = ()  # unique by event_id, in application order
+    events: tuple[Fact, ...] = ()  # unique by event_id, in application order
     movements: tuple[Movement, ...] = ()  # the movements in effect, in order
     subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
     mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last instant
@@ -60,7 +44,7 @@ class AccountState:
 
     @property
     def last_instant(self) -> int | None:
-        return self.events[-1][0] if self.events else None
+        return self.events[-1].instant if self.events else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +52,9 @@ class Applied:
     state: AccountState
     added: tuple[Movement, ...] = ()
     retracted: tuple[Movement, ...] = ()
-    accepted: tuple[BillingEvent, ...] = ()
-    duplicates: tuple[BillingEvent, ...] = ()
-    conflicts: tuple[tuple[BillingEvent, Rejection], ...] = ()
+    accepted: tuple[Fact, ...] = ()
+    duplicates: tuple[Fact, ...] = ()
+    conflicts: tuple[tuple[Fact, Rejection], ...] = ()
 
 
 def movement_id(
@@ -92,37 +76,34 @@ def classify(before: int, after: int, ever_active: bool) -> MovementType | None:
 
 def _fold(
     account_id: str,
-    events: Iterable[Keyed],
+    events: Iterable[Fact],
     subscriptions: dict[str, Subscription],
     mrr: dict[str, int],
     ever_active: set[str],
 ) -> list[Movement]:
     """Apply sorted events onto mutable copies of the end state; return the movements they cause."""
     movements: list[Movement] = []
-    for instant, group in groupby(events, key=itemgetter(0)):
+    for instant, group in groupby(events, key=attrgetter("instant")):
         before = dict(mrr)
         causes: dict[str, list[str]] = {}
-        at: datetime | None = None
-        for _, event_id, event in group:
-            at = event.effective_at
-            old = subscriptions.get(event.subscription_id)
-            if event.has_terms:
-                assert event.currency is not None
-                new: Subscription | None = Subscription(event.currency, subscription_mrr(event), True)
+        for fact in group:
+            old = subscriptions.get(fact.subscription_id)
+            if fact.currency is not None:
+                new: Subscription | None = Subscription(fact.currency, fact.mrr, True)
             elif old is None:
                 new = None  # cancel, pause or resume of a subscription not seen yet: nothing changes
             else:
-                new = Subscription(old.currency, old.terms_mrr, event.type in ("reactivate", "resume"))
+                new = Subscription(old.currency, old.terms_mrr, fact.kind in ("reactivate", "resume"))
             if new is None:
                 continue
-            subscriptions[event.subscription_id] = new
+            subscriptions[fact.subscription_id] = new
             if old is not None:
                 mrr[old.currency] -= old.mrr
-                causes.setdefault(old.currency, []).append(event_id)
+                causes.setdefault(old.currency, []).append(fact.event_id)
             mrr[new.currency] = mrr.get(new.currency, 0) + new.mrr
             if old is None or old.currency != new.currency:
-                causes.setdefault(new.currency, []).append(event_id)
-        assert at is not None
+                causes.setdefault(new.currency, []).append(fact.event_id)
+        utc = utc_of(instant)
         for currency in sorted(causes):
             prior, now = before.get(currency, 0), mrr[currency]
             kind = classify(prior, now, currency in ever_active)
@@ -130,7 +111,6 @@ def _fold(
                 continue
             if now > 0:
                 ever_active.add(currency)
-            utc = at.astimezone(UTC)
             ids = tuple(causes[currency])
             movements.append(
                 Movement(
@@ -149,30 +129,30 @@ def _fold(
     return movements
 
 
-def apply(state: AccountState, events: Iterable[BillingEvent]) -> Applied:
-    """Fold new events (any order, duplicates allowed) into an account's state."""
-    known = {e.event_id: e for _, _, e in state.events}
-    fresh: dict[str, BillingEvent] = {}
-    duplicates: list[BillingEvent] = []
-    conflicts: list[tuple[BillingEvent, Rejection]] = []
-    for event in events:
-        if event.account_id != state.account_id:
-            raise ValueError(f"event {event.event_id} belongs to {event.account_id}, not {state.account_id}")
-        seen = known.get(event.event_id) or fresh.get(event.event_id)
+def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
+    """Fold new facts (any order, duplicates allowed) into an account's state."""
+    known = {f.event_id: f for f in state.events}
+    fresh: dict[str, Fact] = {}
+    duplicates: list[Fact] = []
+    conflicts: list[tuple[Fact, Rejection]] = []
+    for fact in facts:
+        if fact.account_id != state.account_id:
+            raise ValueError(f"event {fact.event_id} belongs to {fact.account_id}, not {state.account_id}")
+        seen = known.get(fact.event_id) or fresh.get(fact.event_id)
         if seen is None:
-            fresh[event.event_id] = event
-        elif seen == event:
-            duplicates.append(event)
+            fresh[fact.event_id] = fact
+        elif seen.fingerprint == fact.fingerprint:
+            duplicates.append(fact)
         else:
             reason = Rejection("event_id", "already used by an event with different content")
-            conflicts.append((event, reason))
+            conflicts.append((fact, reason))
     if not fresh:
         return Applied(state, duplicates=tuple(duplicates), conflicts=tuple(conflicts))
 
-    new_events = keyed(fresh.values())
+    new_events = sorted(fresh.values())
     last = state.last_instant
     retracted: list[Movement] = []
-    if last is None or new_events[0][0] > last:
+    if last is None or new_events[0].instant > last:
         # On time: continue the fold from the end state; nothing already published changes.
         subscriptions, mrr, ever = dict(state.subscriptions), dict(state.mrr), set(state.ever_active)
         added = _fold(state.account_id, new_events, subscriptions, mrr, ever)
@@ -206,7 +186,7 @@ def apply(state: AccountState, events: Iterable[BillingEvent]) -> Applied:
         new_state,
         added=tuple(added),
         retracted=tuple(retraction_of(m) for m in retracted),
-        accepted=tuple(e for _, _, e in new_events),
+        accepted=tuple(new_events),
         duplicates=tuple(duplicates),
         conflicts=tuple(conflicts),
     )

@@ -2,30 +2,30 @@ from decimal import Decimal
 
 from processors.core.account import AccountState, apply
 from processors.core.aggregates import MonthTotals, merge, monthly_aggregates, monthly_totals, ratio
+from processors.core.fact import Fact
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
-from schemas.billing_event import BillingEvent
-from tests.factories import ev
+from tests.factories import fx
 
 
-def movements_of(events: list[BillingEvent]) -> list[Movement]:
-    by_account: dict[str, list[BillingEvent]] = {}
+def movements_of(events: list[Fact]) -> list[Movement]:
+    by_account: dict[str, list[Fact]] = {}
     for e in events:
         by_account.setdefault(e.account_id, []).append(e)
     return [m for acct, evs in by_account.items() for m in apply(AccountState(acct), evs).state.movements]
 
 
-def aggregates(events: list[BillingEvent]) -> list[MonthlyAggregate]:
+def aggregates(events: list[Fact]) -> list[MonthlyAggregate]:
     return monthly_aggregates(monthly_totals(movements_of(events)))
 
 
 def test_worked_example_from_mrr_guides() -> None:
     # 5 new customers at $100/mo, 10 customers upgrading $100 -> $200, 3 customers at $200 cancelling.
-    before = [ev("subscribe", account=f"u{i}", at="2025-01-05T00:00:00Z", amount="100.00") for i in range(10)]
-    before += [ev("subscribe", account=f"c{i}", at="2025-01-05T00:00:00Z", amount="200.00") for i in range(3)]
-    feb = [ev("subscribe", account=f"n{i}", at="2025-02-03T00:00:00Z", amount="100.00") for i in range(5)]
-    feb += [ev("upgrade", account=f"u{i}", at="2025-02-10T00:00:00Z", amount="200.00") for i in range(10)]
-    feb += [ev("cancel", account=f"c{i}", at="2025-02-20T00:00:00Z") for i in range(3)]
+    before = [fx("subscribe", account=f"u{i}", at="2025-01-05T00:00:00Z", amount="100.00") for i in range(10)]
+    before += [fx("subscribe", account=f"c{i}", at="2025-01-05T00:00:00Z", amount="200.00") for i in range(3)]
+    feb = [fx("subscribe", account=f"n{i}", at="2025-02-03T00:00:00Z", amount="100.00") for i in range(5)]
+    feb += [fx("upgrade", account=f"u{i}", at="2025-02-10T00:00:00Z", amount="200.00") for i in range(10)]
+    feb += [fx("cancel", account=f"c{i}", at="2025-02-20T00:00:00Z") for i in range(3)]
     jan_row, feb_row = aggregates(before + feb)
     assert (feb_row.new_mrr, feb_row.expansion_mrr, feb_row.churn_mrr, feb_row.net_new_mrr) == (
         50000,
@@ -51,9 +51,9 @@ def test_worked_example_from_mrr_guides() -> None:
 def test_months_have_no_gaps_and_end_together() -> None:
     rows = aggregates(
         [
-            ev("subscribe", account="a", currency="EUR", at="2025-01-15T00:00:00Z"),
-            ev("subscribe", account="b", currency="USD", at="2025-03-15T00:00:00Z"),
-            ev("upgrade", account="b", currency="USD", at="2025-06-15T00:00:00Z", amount="150.00"),
+            fx("subscribe", account="a", currency="EUR", at="2025-01-15T00:00:00Z"),
+            fx("subscribe", account="b", currency="USD", at="2025-03-15T00:00:00Z"),
+            fx("upgrade", account="b", currency="USD", at="2025-06-15T00:00:00Z", amount="150.00"),
         ]
     )
     assert [(r.currency, r.month) for r in rows] == [
@@ -65,13 +65,13 @@ def test_months_have_no_gaps_and_end_together() -> None:
 
 
 def test_year_boundary() -> None:
-    rows = aggregates([ev("subscribe", at="2024-11-15T00:00:00Z"), ev("cancel", at="2025-02-01T00:00:00Z")])
+    rows = aggregates([fx("subscribe", at="2024-11-15T00:00:00Z"), fx("cancel", at="2025-02-01T00:00:00Z")])
     assert [r.month for r in rows] == ["2024-11", "2024-12", "2025-01", "2025-02"]
     assert rows[-1].closing_mrr == 0 and rows[-1].arpa is None and rows[-1].customers_closing == 0
 
 
 def test_fully_retracted_month_disappears() -> None:
-    jan = apply(AccountState("x"), [ev("subscribe", account="x", at="2025-01-01T00:00:00Z")])
+    jan = apply(AccountState("x"), [fx("subscribe", account="x", at="2025-01-01T00:00:00Z")])
     movement = jan.added[0]
     from processors.core.movement import retraction_of
 
@@ -88,7 +88,7 @@ def test_ratio_rounding() -> None:
 
 
 def test_json_shape_has_money_as_strings() -> None:
-    row = aggregates([ev("subscribe", at="2025-01-15T00:00:00Z", amount="99.99")])[0]
+    row = aggregates([fx("subscribe", at="2025-01-15T00:00:00Z", amount="99.99")])[0]
     data = row.model_dump(mode="json")
     assert data["new_mrr"] == "99.99" and data["opening_mrr"] == "0.00"
     assert data["arpa"] == "99.99" and data["nrr"] is None

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from processors.core.account import AccountState, apply
 from processors.core.aggregates import MonthTotals, merge, monthly_aggregates, monthly_totals
+from processors.core.fact import Fact, fact_of
 from processors.core.intake import parse_event
 from processors.core.movement import Movement
 from processors.generate import HistoryGenerator, arrange, parse_month
@@ -30,7 +31,7 @@ INSTANTS = (
 
 
 @st.composite
-def event_sets(draw: st.DrawFn) -> list[BillingEvent]:
+def event_sets(draw: st.DrawFn) -> list[Fact]:
     n = draw(st.integers(min_value=1, max_value=25))
     events = []
     for i in range(n):
@@ -60,12 +61,12 @@ def event_sets(draw: st.DrawFn) -> list[BillingEvent]:
             )
         parsed = parse_event(json.dumps(event))
         assert isinstance(parsed, BillingEvent), parsed
-        events.append(parsed)
+        events.append(fact_of(parsed))
     return events
 
 
-def fold_all(events: Sequence[BillingEvent]) -> dict[str, AccountState]:
-    by_account: dict[str, list[BillingEvent]] = {}
+def fold_all(events: Sequence[Fact]) -> dict[str, AccountState]:
+    by_account: dict[str, list[Fact]] = {}
     for e in events:
         by_account.setdefault(e.account_id, []).append(e)
     return {a: apply(AccountState(a), evs).state for a, evs in by_account.items()}
@@ -104,7 +105,7 @@ def check_identities(rows: list[MonthlyAggregate], states: dict[str, AccountStat
 
 @settings(max_examples=300, deadline=None)
 @given(event_sets(), st.randoms(use_true_random=False))
-def test_any_arrival_order_gives_the_same_result(events: list[BillingEvent], rnd: object) -> None:
+def test_any_arrival_order_gives_the_same_result(events: list[Fact], rnd: object) -> None:
     shuffled = list(events)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     a, b = fold_all(events), fold_all(shuffled)
@@ -116,7 +117,7 @@ def test_any_arrival_order_gives_the_same_result(events: list[BillingEvent], rnd
 
 @settings(max_examples=200, deadline=None)
 @given(event_sets(), st.lists(st.integers(0, 24), max_size=15))
-def test_duplicates_change_nothing(events: list[BillingEvent], picks: list[int]) -> None:
+def test_duplicates_change_nothing(events: list[Fact], picks: list[int]) -> None:
     dupes = [events[i % len(events)] for i in picks]
     assert aggregates_of(fold_all(events + dupes)) == aggregates_of(fold_all(dupes + events))
     assert aggregates_of(fold_all(events + dupes)) == aggregates_of(fold_all(events))
@@ -125,7 +126,7 @@ def test_duplicates_change_nothing(events: list[BillingEvent], picks: list[int])
 @settings(max_examples=300, deadline=None)
 @given(event_sets(), st.randoms(use_true_random=False), st.integers(1, 6))
 def test_batches_in_any_order_publish_what_the_replay_holds(
-    events: list[BillingEvent], rnd: object, batch: int
+    events: list[Fact], rnd: object, batch: int
 ) -> None:
     """What the stream does: apply arrivals batch by batch and publish added and retracted movements."""
     arrivals = [*list(events), events[0]]

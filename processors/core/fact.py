@@ -1,0 +1,52 @@
+"""A billing event reduced to what the engine folds: small, immutable, cheap to store and to sort.
+
+Facts sort in application order, (instant, event_id), because those are their first two fields and
+event ids are unique within an account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+from processors.core.mrr import subscription_mrr
+from schemas.billing_event import BillingEvent
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class Fact(NamedTuple):
+    instant: int  # effective_at in microseconds since the epoch, UTC
+    event_id: str
+    account_id: str
+    subscription_id: str
+    kind: str  # the event type
+    currency: str | None  # the terms' currency; None when the event states no terms
+    mrr: int  # the terms' MRR in cents; 0 when the event states no terms
+    fingerprint: str  # hash of the event's contract content: same id + other fingerprint = conflict
+
+
+def instant_of(at: datetime) -> int:
+    """Exact microseconds since the epoch (datetime.timestamp() would go through a float)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def utc_of(instant: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=instant)
+
+
+def fact_of(event: BillingEvent) -> Fact:
+    content = event.model_dump_json().encode()
+    terms = event.has_terms
+    return Fact(
+        instant=instant_of(event.effective_at),
+        event_id=event.event_id,
+        account_id=event.account_id,
+        subscription_id=event.subscription_id,
+        kind=event.type,
+        currency=event.currency if terms else None,
+        mrr=subscription_mrr(event) if terms else 0,
+        fingerprint=hashlib.blake2b(content, digest_size=10).hexdigest(),
+    )
