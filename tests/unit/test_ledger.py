@@ -81,7 +81,9 @@ def test_codec_round_trip(seed: int) -> None:
         assert decode(encode(ledger)) == ledger
 
 
-def _run_with_crashes(facts: list[Fact], rng: random.Random, crashes: int) -> tuple[dict[str, Ledger], list]:
+def _run_with_crashes(
+    facts: list[Fact], rng: random.Random, crashes: int
+) -> tuple[dict[str, Ledger], list[tuple[str, Movement]]]:
     """One partition, consumed in random batches with random commits; each crash loses whatever the
     changelog and the movements topic had not made durable at the last commit, in any combination the
     broker allows: a suffix of each account's changelog writes, any subset of sent records."""
