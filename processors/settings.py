@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    app_id: str = Field(default="mrr-stream", description="Kafka consumer group and internal topic prefix")
+    partitions: int = Field(default=4, description="partitions of the topics and tables the app creates")
+    batch_size: int = Field(default=2000, description="events per take() batch")
+    batch_seconds: float = Field(default=0.05, description="longest wait to fill a batch")
+    refresh_seconds: float = Field(default=0.5, description="how often Redis rows and gauges are refreshed")
+    table_store: str = Field(default="memory://", description="Faust table store, e.g. rocksdict://")
     input_topic: str = "billing-events"
     movements_topic: str = "mrr-movements"
     dlq_topic: str = "billing-events-dlq"
@@ -37,6 +43,7 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="mrr:", description="every key the stream writes starts with this")
     prometheus_url: str = "http://127.0.0.1:19090"
     metrics_port: int = 9108
+    metrics_addr: str = Field(default="0.0.0.0", description="address the worker's /metrics listens on")
 
     # Local servers started by `mrr-stream servers start` (development, CI and the demo)
     local_dir: Path = Field(default_factory=lambda: _project_root() / ".local", description="servers' data")

@@ -19,11 +19,17 @@ class MovementRecord(BaseModel):
     Correction rule: when a late event changes history, every movement it invalidates is published again
     as a ``retraction`` (same type, ``amount`` negated, ``sign`` -1, ``retracts`` naming it) and the
     corrected movements follow with ids of their own and ``corrects`` naming what they replace. Summing
-    ``amount`` and ``sign`` over the whole topic gives the corrected totals.
+    ``amount`` and ``sign`` per (month, currency, type) over the topic, each ``record_id`` once, gives
+    the corrected totals.
     """
 
     model_config = ConfigDict(frozen=True, from_attributes=True)
 
+    record_id: str | None = Field(
+        default=None,
+        description="On the movements topic: `{account_id}:{n}`, unique per published record and the same "
+        "when a record is delivered again. Delivery is at-least-once: drop a record_id already seen.",
+    )
     movement_id: str = Field(description="Deterministic: the same history always yields the same id.")
     record: Literal["movement", "retraction"] = "movement"
     account_id: str

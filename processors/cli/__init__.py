@@ -6,13 +6,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from processors.cli import demo_cmd, generate_cmd, replay_cmd, servers_cmd
+from processors.cli import (
+    demo_cmd,
+    generate_cmd,
+    produce_cmd,
+    replay_cmd,
+    servers_cmd,
+    status_cmd,
+    worker_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrr-stream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (demo_cmd, replay_cmd, generate_cmd, servers_cmd):
+    for module in (demo_cmd, replay_cmd, generate_cmd, worker_cmd, produce_cmd, status_cmd, servers_cmd):
         module.register(sub)
     return parser
 

@@ -1,0 +1,34 @@
+"""`mrr-stream worker`: the Faust worker, with its Prometheus endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from processors.settings import Settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run the stream worker (settings from MRR_* environment variables)")
+    p.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust  # imported here: the other commands should not pay for Faust's start-up
+
+    from processors.sinks.metrics import Metrics
+    from processors.stream.app import create_app
+    from processors.stream.kafka import ensure_topics
+
+    settings = Settings()
+    asyncio.run(ensure_topics(settings))
+    metrics = Metrics()
+    start_http_server(settings.metrics_port, addr=settings.metrics_addr)
+    app = create_app(settings, metrics)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
+    worker.execute_from_commandline()
+    return 0

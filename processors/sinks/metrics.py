@@ -1,0 +1,90 @@
+"""Prometheus metrics of the worker. Money is exported in currency units as float64, as Prometheus holds
+every sample: fine for charts and alerts. The exact figures, to the cent, are in Redis."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from processors.core.movement import Movement
+from schemas.aggregate import MonthlyAggregate
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.events = Counter(
+            "mrr_events_total",
+            "Billing events by outcome: applied, duplicate (a resend), "
+            "replayed (redelivered after a crash), rejected, conflict",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "mrr_dead_letters_total",
+            "Records sent to the dead-letter topic, by the field that failed",
+            ["field"],
+            registry=registry,
+        )
+        self.movements = Counter(
+            "mrr_movements_total",
+            "Movement records published, by type, currency and record (movement or retraction)",
+            ["type", "currency", "record"],
+            registry=registry,
+        )
+        self.movement_amount = Counter(
+            "mrr_movement_amount_total",
+            "Size of the movement records published, in currency units",
+            ["type", "currency", "record"],
+            registry=registry,
+        )
+        self.current_mrr = Gauge(
+            "mrr_current_mrr",
+            "Current MRR per currency, in currency units (the same "
+            "value on every worker: aggregate with max)",
+            ["currency"],
+            registry=registry,
+        )
+        self.customers = Gauge(
+            "mrr_customers", "Accounts with MRR > 0 per currency", ["currency"], registry=registry
+        )
+        self.net_new_mtd = Gauge(
+            "mrr_net_new_mrr_month_to_date",
+            "Net new MRR of the latest month, in currency units",
+            ["currency"],
+            registry=registry,
+        )
+        self.churn_mtd = Gauge(
+            "mrr_churn_mrr_month_to_date",
+            "Churned MRR of the latest month, in currency units",
+            ["currency"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "mrr_processing_lag_seconds",
+            "Seconds between a record's Kafka timestamp and the end "
+            "of its processing, for the last batch of each stage",
+            ["stage"],
+            registry=registry,
+        )
+        self.redis_pending = Gauge(
+            "mrr_redis_pending_accounts",
+            "Accounts whose Redis view waits for Redis to come back",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "mrr_batch_seconds", "Time to process one batch, by stage", ["stage"], registry=registry
+        )
+
+    def published(self, movement: Movement) -> None:
+        labels = (movement.type, movement.currency, movement.record)
+        self.movements.labels(*labels).inc()
+        self.movement_amount.labels(*labels).inc(abs(movement.amount) / 100)
+
+    def rows(self, rows: list[MonthlyAggregate]) -> None:
+        latest: dict[str, MonthlyAggregate] = {}
+        for row in rows:
+            latest[row.currency] = row  # rows come by currency, then month: the last is the latest
+        for currency, row in latest.items():
+            self.current_mrr.labels(currency).set(row.closing_mrr / 100)
+            self.customers.labels(currency).set(row.customers_closing)
+            self.net_new_mtd.labels(currency).set(row.net_new_mrr / 100)
+            self.churn_mtd.labels(currency).set(row.churn_mrr / 100)

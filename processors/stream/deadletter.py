@@ -1,0 +1,46 @@
+"""Dead-letter records: the original bytes untouched, the reason in headers.
+
+Header names follow Kafka Connect's `__connect.errors.*` convention, plus the failing field:
+
+* `__connect.errors.topic`, `.partition`, `.offset`: where the original record was read;
+* `__connect.errors.exception.class.name`: `ValidationError` (the contract) or `EventIdConflict`;
+* `__connect.errors.exception.message`: the reason, naming the field (`items.0.unit_amount: must be ...`);
+* `mrr.errors.field`: the failing field alone (`(record)` when the record as a whole is not an event).
+
+The same record redelivered after a crash goes out again with the same source coordinates: consumers
+deduplicate dead letters by (topic, partition, offset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processors.core.intake import Rejection
+
+SOURCE_HEADER = "mrr.source"  # on the by-account topic: "topic:partition:offset" of the original record
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        topic, partition, offset = text.rsplit(":", 2)
+        return cls(topic, int(partition), int(offset))
+
+
+def headers(rejection: Rejection, source: Source, conflict: bool = False) -> list[tuple[str, bytes]]:
+    return [
+        ("__connect.errors.topic", source.topic.encode()),
+        ("__connect.errors.partition", str(source.partition).encode()),
+        ("__connect.errors.offset", str(source.offset).encode()),
+        ("__connect.errors.exception.class.name", b"EventIdConflict" if conflict else b"ValidationError"),
+        ("__connect.errors.exception.message", str(rejection).encode()),
+        ("mrr.errors.field", rejection.field.encode()),
+    ]
