@@ -32,7 +32,7 @@ from processors.settings import Settings
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
 from processors.stream import codec, deadletter
-from processors.stream.deadletter import SOURCE_HEADER, Source
+from processors.stream.deadletter import REJECTED_HEADER, SOURCE_HEADER, Source
 from processors.stream.kafka import faust_broker
 from processors.stream.ledger import Ledger, Published, record_id, step
 from schemas.movement import MovementRecord
@@ -100,7 +100,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     accounts = app.Table("accounts", default=None, **table_options)
     redis_pending = app.Table("redis-pending", default=None, **table_options)
     view = RedisView(settings.redis_url, settings.redis_prefix)
-    pending_rejected: set[str] = set()
 
     async def dead_letter(
         value: bytes | None, key: bytes | None, rejection: Rejection, source: Source, conflict: bool = False
@@ -108,7 +107,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         await dlq.send(key=key, value=value, headers=deadletter.headers(rejection, source, conflict))
         metrics.dead_letters.labels(rejection.field).inc()
         metrics.events.labels("conflict" if conflict else "rejected").inc()
-        pending_rejected.add(str(source))
         log.warning("dead letter %s: %s", source, rejection)
 
     @app.agent(source)
@@ -123,6 +121,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                     parsed = parse_event(value) if value else Rejection(RECORD, "empty record")
                     if isinstance(parsed, Rejection):
                         await dead_letter(value, event.key, parsed, where)
+                        # Counted in Redis by fold, where every Redis write is replay-safe.
+                        await by_account.send(
+                            key=str(where).encode(),
+                            value=b"",
+                            headers=[(SOURCE_HEADER, str(where).encode()), (REJECTED_HEADER, b"1")],
+                        )
                         continue
                     await by_account.send(
                         key=parsed.account_id.encode(),
@@ -135,29 +139,32 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             finally:
                 metrics.batch_seconds.labels("intake").observe(time.perf_counter() - started)
 
-    async def write_views(views: list[AccountView]) -> None:
+    async def write_views(views: list[AccountView], rejected: list[str]) -> None:
         try:
-            await view.write(views, rejected=sorted(pending_rejected))
-            pending_rejected.clear()
+            await view.write(views, rejected=rejected)
             await view.refresh_rows()
         except (RedisError, OSError) as exc:
             log.warning("Redis unavailable (%s); %d accounts wait for it", exc, len(views))
             for v in views:
-                redis_pending[v.account_id.encode()] = b"1"
+                redis_pending[v.account_id.encode()] = b"account"
+            for source in rejected:
+                redis_pending[source.encode()] = b"rejected"
         metrics.redis_pending.set(len(redis_pending))
 
     async def fold_batch(events: Sequence[Any]) -> None:
         arrivals: dict[str, list[tuple[int, Fact, Any]]] = {}
+        rejected: list[str] = []
         for event in events:
-            parsed = parse_event(event.value)
             source_text = _header(event, SOURCE_HEADER)
-            where = (
-                Source.parse(source_text)
-                if source_text
-                else Source(event.message.topic, event.message.partition, event.message.offset)
-            )
+            msg = event.message
+            where = Source.parse(source_text) if source_text else Source(msg.topic, msg.partition, msg.offset)
+            if _header(event, REJECTED_HEADER):
+                rejected.append(str(where))
+                continue
+            parsed = parse_event(event.value)
             if isinstance(parsed, Rejection):  # only if someone wrote to the internal topic directly
                 await dead_letter(event.value, event.key, parsed, where)
+                rejected.append(str(where))
                 continue
             fact = fact_of(parsed)
             arrivals.setdefault(fact.account_id, []).append((event.message.offset, fact, (event, where)))
@@ -176,13 +183,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             for offset, _, rejection in result.conflicts:
                 event, where = by_offset[offset]
                 await dead_letter(event.value, event.key, rejection, where, conflict=True)
+                rejected.append(str(where))
             metrics.events.labels("applied").inc(result.applied)
             metrics.events.labels("duplicate").inc(result.duplicates)
             metrics.events.labels("replayed").inc(result.replayed)
             if result.changed or result.resync:
                 state = result.ledger.state
                 views.append(AccountView.of(account_id, result.ledger.version, state.mrr, state.movements))
-        await write_views(views)
+        await write_views(views, rejected)
 
     @app.agent(by_account)
     async def fold(stream: Any) -> None:
@@ -201,23 +209,25 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         """Bring Redis up to date after an outage, and keep rows and gauges fresh."""
         try:
             if len(redis_pending):
-                views = []
-                for key in list(redis_pending.keys()):
-                    stored = accounts.get(key)
-                    if stored:
+                keys = list(redis_pending.keys())
+                views, rejected = [], []
+                for key in keys:
+                    if redis_pending[key] == b"rejected":
+                        rejected.append(key.decode())
+                    elif (stored := accounts.get(key)) is not None:
                         ledger = codec.decode(stored)
                         state = ledger.state
                         views.append(
                             AccountView.of(state.account_id, ledger.version, state.mrr, state.movements)
                         )
-                await view.write(views, rejected=sorted(pending_rejected))
-                pending_rejected.clear()
-                for key in list(redis_pending.keys()):
+                await view.write(views, rejected=rejected)
+                for key in keys:
                     del redis_pending[key]
-                log.info("Redis is back: %d accounts brought up to date", len(views))
-            elif pending_rejected:
-                await view.write([], rejected=sorted(pending_rejected))
-                pending_rejected.clear()
+                log.info(
+                    "Redis is back: %d accounts and %d dead letters brought up to date",
+                    len(views),
+                    len(rejected),
+                )
             await view.refresh_rows()
             metrics.rows(await view.months())
             metrics.redis_pending.set(len(redis_pending))

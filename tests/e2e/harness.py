@@ -1,0 +1,197 @@
+"""A driver that knows the expected result: worker processes to start and kill -9, and readers of
+everything the stream wrote (Redis, the movements topic, the dead-letter topic, /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.core.aggregates import MonthTotals, monthly_aggregates, monthly_totals
+from processors.settings import Settings
+from processors.sinks.redis_view import RedisView
+from schemas.aggregate import MonthlyAggregate
+from schemas.movement import MovementRecord
+
+
+@dataclass
+class Worker:
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"\n===== start {self.starts}\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "processors.cli", "worker", "--loglevel", "info"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:  # a Faust worker sometimes hangs on SIGTERM
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        return (
+            "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        )
+
+
+@dataclass
+class Stream:
+    """One isolated deployment of the app: its own topics, consumer group, Redis prefix and ports."""
+
+    settings: Settings
+    workdir: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def env(self, metrics_port: int) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "MRR_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "MRR_REDIS_URL": s.redis_url,
+            "MRR_REDIS_PREFIX": s.redis_prefix,
+            "MRR_APP_ID": s.app_id,
+            "MRR_INPUT_TOPIC": s.input_topic,
+            "MRR_MOVEMENTS_TOPIC": s.movements_topic,
+            "MRR_DLQ_TOPIC": s.dlq_topic,
+            "MRR_PARTITIONS": str(s.partitions),
+            "MRR_METRICS_PORT": str(metrics_port),
+            "MRR_METRICS_ADDR": "127.0.0.1",
+        }
+
+    def add_worker(self, metrics_port: int) -> Worker:
+        worker = Worker(self.env(metrics_port), self.workdir / f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {i}\n{w.tail()}" for i, w in enumerate(self.workers))
+
+    async def redis_state(self) -> tuple[list[MonthlyAggregate], int]:
+        view = RedisView(self.settings.redis_url, self.settings.redis_prefix)
+        try:
+            return await view.months(), await view.rejected()
+        finally:
+            await view.close()
+
+    def wait_until(
+        self,
+        expected: list[MonthlyAggregate],
+        rejected: int,
+        timeout: float,
+        while_waiting: Callable[[], None] = lambda: None,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        months: list[MonthlyAggregate] = []
+        seen = -1
+        while time.monotonic() < deadline:
+            while_waiting()
+            months, seen = asyncio.run(self.redis_state())
+            if months == expected and seen == rejected:
+                return
+            time.sleep(1)
+        wrong = [(m.month, m.currency) for m, e in zip(months, expected, strict=False) if m != e]
+        raise AssertionError(
+            f"Redis never matched the replay: {len(months)} rows vs {len(expected)}, "
+            f"rejected {seen} vs {rejected}, first differing rows {wrong[:5]}\n{self.logs()}"
+        )
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of a topic, up to its end offsets now."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        if not partitions:
+            await consumer.stop()
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in partitions])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for items in batch.values():
+                records += items
+        return records
+    finally:
+        await consumer.stop()
+
+
+def movements_topic_months(settings: Settings) -> list[MonthlyAggregate]:
+    """What a consumer of the movements topic computes: each record_id once, amounts and signs summed."""
+    records = asyncio.run(read_topic(settings, settings.movements_topic))
+    by_id: dict[str, MovementRecord] = {}
+    for r in records:
+        movement = MovementRecord.model_validate_json(r.value)
+        assert movement.record_id is not None
+        first = by_id.setdefault(movement.record_id, movement)
+        assert first == movement, f"{movement.record_id} delivered with two contents"
+    totals = {k: t for k, t in monthly_totals(by_id.values()).items() if t != MonthTotals()}  # type: ignore[arg-type]
+    return monthly_aggregates(totals)
+
+
+def dead_letters(settings: Settings) -> dict[str, tuple[bytes, dict[str, bytes]]]:
+    """Dead letters by source coordinates (a redelivery after a crash repeats the same coordinates)."""
+    out: dict[str, tuple[bytes, dict[str, bytes]]] = {}
+    for r in asyncio.run(read_topic(settings, settings.dlq_topic)):
+        headers = dict(r.headers)
+        where = b":".join(headers[f"__connect.errors.{k}"] for k in ("topic", "partition", "offset")).decode()
+        out[where] = (r.value, headers)
+    return out
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def expected_json(months: list[MonthlyAggregate]) -> list[dict[str, Any]]:
+    return [json.loads(m.model_dump_json()) for m in months]
