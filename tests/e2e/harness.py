@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from processors.core.aggregates import MonthTotals, monthly_aggregates, monthly_totals
 from processors.settings import Settings
@@ -138,9 +139,14 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(topic, p["partition"]) for t in described for p in t["partitions"]]
         if not partitions:
-            await consumer.stop()
             return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
