@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -28,7 +29,7 @@ import yaml
 from processors.settings import REPO_ROOT, Settings
 
 DEPLOY = REPO_ROOT / "deploy"
-NAMES = ("kafka", "redis", "prometheus")
+NAMES = ("kafka", "redis", "prometheus")  # what `servers start` starts; the demo also starts a "worker"
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 20.0
 
@@ -376,6 +377,24 @@ def http_ok(url: str) -> bool:
 # --- the three of them --------------------------------------------------------------------------------------
 
 
+def _noop() -> None:
+    pass
+
+
+def worker_server(settings: Settings, env: dict[str, str]) -> Server:
+    """The stream worker as a background process, as the demo runs it (stopped by `servers stop`)."""
+    metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    return Server(
+        "worker",
+        settings,
+        _noop,
+        lambda _: [sys.executable, "-m", "processors.cli", "worker"],
+        lambda: http_ok(metrics),
+        lambda: metrics,
+        lambda: env,
+    )
+
+
 def servers(settings: Settings | None = None) -> dict[str, Server]:
     s = settings or Settings()
     kafka_at = f"127.0.0.1:{s.local_kafka_port}"
@@ -406,4 +425,5 @@ def servers(settings: Settings | None = None) -> dict[str, Server]:
             lambda: http_ok(f"{prometheus_at}/-/ready"),
             lambda: prometheus_at,
         ),
+        "worker": worker_server(s, {}),
     }

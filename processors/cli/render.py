@@ -29,7 +29,7 @@ def to_csv(months: Sequence[MonthlyAggregate]) -> str:
     return out.getvalue()
 
 
-def _money(cents: int | None) -> str:
+def money(cents: int | None) -> str:
     if cents is None:
         return "-"
     text = format_cents(abs(cents))
@@ -66,20 +66,20 @@ def table(months: Sequence[MonthlyAggregate], title: str) -> Table:
         if currency is not None and m.currency != currency:
             t.add_section()
         currency = m.currency
-        net = _money(m.net_new_mrr)
+        net = money(m.net_new_mrr)
         t.add_row(
             m.month,
             m.currency,
-            _money(m.opening_mrr),
-            _money(m.new_mrr),
-            _money(m.expansion_mrr),
-            _money(m.reactivation_mrr),
-            _money(-m.contraction_mrr),
-            _money(-m.churn_mrr),
+            money(m.opening_mrr),
+            money(m.new_mrr),
+            money(m.expansion_mrr),
+            money(m.reactivation_mrr),
+            money(-m.contraction_mrr),
+            money(-m.churn_mrr),
             f"[green]{net}[/]" if m.net_new_mrr >= 0 else f"[red]{net}[/]",
-            _money(m.closing_mrr),
+            money(m.closing_mrr),
             str(m.customers_closing),
-            _money(m.arpa),
+            money(m.arpa),
             _pct(m.nrr),
             _pct(m.grr),
             "-" if m.quick_ratio is None else f"{m.quick_ratio:.2f}",

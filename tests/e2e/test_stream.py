@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -59,6 +61,21 @@ def test_two_workers_on_four_partitions_equal_the_replay(stream: Stream, tmp_pat
         stream.add_worker(port).start()
     asyncio.run(produce(stream.settings, read_lines(path)))
     stream.wait_until(outcome.months, len(outcome.rejects), timeout=240)
+
+    # `mrr-stream status --format json` prints exactly what `mrr-stream replay --format json` prints.
+    env = stream.env(free_port())
+    status = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "status", "--format", "json"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    replayed = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "replay", str(path), "--format", "json"],
+        capture_output=True,
+        check=True,
+    )
+    assert status.stdout == replayed.stdout
 
     # The movements topic, each record_id once, sums to the same months.
     assert movements_topic_months(stream.settings) == outcome.months
