@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from processors.stream.kafka import ensure_topics
 
     settings = Settings()
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, internal=True))
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr=settings.metrics_addr)
     app = create_app(settings, metrics)

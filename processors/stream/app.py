@@ -33,7 +33,7 @@ from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
 from processors.stream import codec, deadletter
 from processors.stream.deadletter import REJECTED_HEADER, SOURCE_HEADER, Source
-from processors.stream.kafka import faust_broker
+from processors.stream.kafka import by_account_topic, faust_broker
 from processors.stream.ledger import Ledger, Published, record_id, step
 from schemas.movement import MovementRecord
 
@@ -84,9 +84,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     }
     source = app.topic(settings.input_topic, **raw)
     # internal=True: Faust creates it with the app's partition count; auto-creation would give it one.
-    by_account = app.topic(
-        f"{settings.app_id}-events-by-account", internal=True, partitions=settings.partitions, **raw
-    )
+    by_account = app.topic(by_account_topic(settings), internal=True, partitions=settings.partitions, **raw)
     movements = app.topic(settings.movements_topic, **raw)
     dlq = app.topic(settings.dlq_topic, **raw)
     # use_partitioner: the changelog partition follows the key, as in the by-account topic. Faust's default

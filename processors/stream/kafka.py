@@ -73,9 +73,16 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeo
         await asyncio.sleep(0.2)
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create the input, movements and dead-letter topics if they do not exist (replication factor 1
-    only where the broker has a single node; otherwise the broker's default)."""
+def by_account_topic(settings: Settings) -> str:
+    """The internal topic where intake re-keys events by account for fold."""
+    return f"{settings.app_id}-events-by-account"
+
+
+async def ensure_topics(settings: Settings, internal: bool = False) -> None:
+    """Create the input, movements and dead-letter topics (and with internal=True the by-account topic)
+    if they do not exist. A worker creates them all before Faust starts: when two workers start together,
+    a group leader that assigns partitions while the other is still creating a topic leaves that topic
+    unassigned until the next metadata refresh, minutes later."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -84,7 +91,12 @@ async def ensure_topics(settings: Settings) -> None:
         factor = 1 if brokers == 1 else min(3, brokers)
         wanted = [
             NewTopic(name, num_partitions=settings.partitions, replication_factor=factor)
-            for name in (settings.input_topic, settings.movements_topic, settings.dlq_topic)
+            for name in (
+                settings.input_topic,
+                settings.movements_topic,
+                settings.dlq_topic,
+                *([by_account_topic(settings)] if internal else []),
+            )
             if name not in existing
         ]
         if wanted:
