@@ -30,5 +30,8 @@ def run(args: argparse.Namespace) -> int:
     start_http_server(settings.metrics_port, addr=settings.metrics_addr)
     app = create_app(settings, metrics)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
+    # Faust's terminal spinner sets the root logger to DEBUG to spin on every record: every debug line
+    # of aiokafka and Faust was then built and formatted (measured: a tenth of the worker's time).
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0

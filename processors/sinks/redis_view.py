@@ -140,21 +140,25 @@ class RedisView:
                 pipe.sadd(self.key("rejected"), *rejected)
             await pipe.execute()
 
-    async def _totals(self, client: aioredis.Redis) -> dict[MonthKey, MonthTotals]:
-        buckets = sorted(await _members(client, self.key("buckets")))
-        out: dict[MonthKey, MonthTotals] = {}
-        for bucket in buckets:
-            month, currency = bucket.split(":")
-            raw = await _hash(client, self.key("totals", month, currency))
-            out[(month, currency)] = MonthTotals(**{k: int(v) for k, v in raw.items() if k in _TOTAL_FIELDS})
-        return out
+    async def _totals(self) -> dict[MonthKey, MonthTotals]:
+        buckets = sorted(await _members(self.client, self.key("buckets")))
+        keys = [tuple(bucket.split(":")) for bucket in buckets]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for month, currency in keys:
+                pipe.hgetall(self.key("totals", month, currency))
+            replies = cast(list[dict[str, str]], await pipe.execute())
+        return {
+            (month, currency): MonthTotals(**{k: int(v) for k, v in raw.items() if k in _TOTAL_FIELDS})
+            for (month, currency), raw in zip(keys, replies, strict=True)
+        }
 
     async def refresh_rows(self) -> bool:
         """Rewrite the monthly rows from the totals, unless the totals change meanwhile (then False)."""
         async with self.client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.key("version"))
-                rows = monthly_aggregates(await self._totals(pipe))  # immediate mode while watching
+                # Read on another connection: a change after the WATCH still makes the EXEC fail.
+                rows = monthly_aggregates(await self._totals())
                 old = await _members(pipe, self.key("months"))
                 pipe.multi()
                 names = set()

@@ -38,6 +38,7 @@ from processors.stream.ledger import Ledger, Published, record_id, step
 from schemas.movement import MovementRecord
 
 log = logging.getLogger("mrr_stream")
+_LEDGER_CACHE = 200_000  # decoded ledgers kept in memory
 
 
 def movement_bytes(account_id: str, published: Published) -> bytes:
@@ -85,8 +86,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     source = app.topic(settings.input_topic, **raw)
     # internal=True: Faust creates it with the app's partition count; auto-creation would give it one.
     by_account = app.topic(by_account_topic(settings), internal=True, partitions=settings.partitions, **raw)
-    movements = app.topic(settings.movements_topic, **raw)
-    dlq = app.topic(settings.dlq_topic, **raw)
     # use_partitioner: the changelog partition follows the key, as in the by-account topic. Faust's default
     # (the partition of the "current event") would misplace accounts when a batch spans partitions.
     table_options: dict[str, Any] = {
@@ -98,11 +97,40 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     accounts = app.Table("accounts", default=None, **table_options)
     redis_pending = app.Table("redis-pending", default=None, **table_options)
     view = RedisView(settings.redis_url, settings.redis_prefix)
+    # Decoded ledgers by account, with the exact bytes they were decoded from: reused only while the
+    # table still holds those very bytes, so the table stays the only source of truth.
+    decoded: dict[bytes, tuple[bytes, Ledger]] = {}
+    rows_version = -1
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        # Faust's producer directly, without Topic.send's per-message machinery. A commit flushes this
+        # producer before it commits offsets, so at-least-once holds as for Topic.send.
+        await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
+
+    def ledger_of(key: bytes, account_id: str) -> Ledger:
+        stored = accounts.get(key)
+        if stored is None:
+            return Ledger(AccountState(account_id))
+        cached = decoded.get(key)
+        if cached is not None and cached[0] is stored:
+            return cached[1]
+        ledger = codec.decode(stored)
+        decoded[key] = (stored, ledger)
+        return ledger
+
+    def store(key: bytes, ledger: Ledger) -> None:
+        data = codec.encode(ledger)
+        accounts[key] = data
+        if len(decoded) >= _LEDGER_CACHE:
+            decoded.clear()  # crude but bounded: the hot accounts come back at once
+        decoded[key] = (data, ledger)
 
     async def dead_letter(
         value: bytes | None, key: bytes | None, rejection: Rejection, source: Source, conflict: bool = False
     ) -> None:
-        await dlq.send(key=key, value=value, headers=deadletter.headers(rejection, source, conflict))
+        await send(settings.dlq_topic, key, value, deadletter.headers(rejection, source, conflict))
         metrics.dead_letters.labels(rejection.field).inc()
         metrics.events.labels("conflict" if conflict else "rejected").inc()
         log.warning("dead letter %s: %s", source, rejection)
@@ -120,16 +148,18 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                     if isinstance(parsed, Rejection):
                         await dead_letter(value, event.key, parsed, where)
                         # Counted in Redis by fold, where every Redis write is replay-safe.
-                        await by_account.send(
-                            key=str(where).encode(),
-                            value=b"",
-                            headers=[(SOURCE_HEADER, str(where).encode()), (REJECTED_HEADER, b"1")],
+                        await send(
+                            by_account.get_topic_name(),
+                            str(where).encode(),
+                            b"",
+                            [(SOURCE_HEADER, str(where).encode()), (REJECTED_HEADER, b"1")],
                         )
                         continue
-                    await by_account.send(
-                        key=parsed.account_id.encode(),
-                        value=value,
-                        headers=[(SOURCE_HEADER, str(where).encode())],
+                    await send(
+                        by_account.get_topic_name(),
+                        parsed.account_id.encode(),
+                        value,
+                        [(SOURCE_HEADER, str(where).encode())],
                     )
                 metrics.lag.labels("intake").set(max(0.0, time.time() - events[-1].message.timestamp / 1000))
             except Exception:
@@ -140,7 +170,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def write_views(views: list[AccountView], rejected: list[str]) -> None:
         try:
             await view.write(views, rejected=rejected)
-            await view.refresh_rows()
         except (RedisError, OSError) as exc:
             log.warning("Redis unavailable (%s); %d accounts wait for it", exc, len(views))
             for v in views:
@@ -169,13 +198,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         views: list[AccountView] = []
         for account_id, items in arrivals.items():
             key = account_id.encode()
-            stored = accounts.get(key)
-            ledger = codec.decode(stored) if stored else Ledger(AccountState(account_id))
+            ledger = ledger_of(key, account_id)
             result = step(ledger, [(offset, fact) for offset, fact, _ in items])
             if result.changed or result.ledger.last_offset != ledger.last_offset:
-                accounts[key] = codec.encode(result.ledger)
+                store(key, result.ledger)
             for published in result.publish:
-                await movements.send(key=key, value=movement_bytes(account_id, published))
+                await send(settings.movements_topic, key, movement_bytes(account_id, published))
                 metrics.published(published.movement)
             by_offset = {offset: extra for offset, _, extra in items}
             for offset, _, rejection in result.conflicts:
@@ -226,8 +254,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                     len(views),
                     len(rejected),
                 )
-            await view.refresh_rows()
-            metrics.rows(await view.months())
+            nonlocal rows_version
+            version = await view.version()
+            if version != rows_version and await view.refresh_rows():
+                rows_version = version
+                metrics.rows(await view.months())
             metrics.redis_pending.set(len(redis_pending))
         except (RedisError, OSError) as exc:
             log.debug("refresh skipped: %s", exc)
