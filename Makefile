@@ -35,6 +35,8 @@ stop: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay.py
+	$(BIN)/mrr-stream servers start
+	$(BIN)/python bench/stream.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export

@@ -213,6 +213,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             metrics.events.labels("applied").inc(result.applied)
             metrics.events.labels("duplicate").inc(result.duplicates)
             metrics.events.labels("replayed").inc(result.replayed)
+            if result.replayed:
+                log.info(
+                    "account %s: %d arrivals redelivered after a restart, %d records sent again",
+                    account_id,
+                    result.replayed,
+                    len(result.publish) - (len(result.ledger.log) - len(ledger.log)),
+                )
             if result.changed or result.resync:
                 state = result.ledger.state
                 views.append(AccountView.of(account_id, result.ledger.version, state.mrr, state.movements))

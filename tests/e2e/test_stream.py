@@ -120,3 +120,7 @@ def test_kill_9_three_times_then_the_same_results(stream: Stream, tmp_path: Path
     letters = dead_letters(stream.settings)
     assert sorted(v for v, _ in letters.values()) == sorted(r.raw.rstrip(b"\n") for r in outcome.rejects)
     assert worker.starts == 4
+    # The kills landed mid-flight: restarted workers met work that had been applied but not committed.
+    redelivered = worker.log.read_text(errors="replace").count("redelivered after a restart")
+    print(f"redelivered after kill -9: {redelivered} account batches")
+    assert redelivered > 0
