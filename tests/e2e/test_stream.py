@@ -16,7 +16,6 @@ import pytest
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome, replay
-from processors.settings import Settings
 from tests.e2e.harness import Stream, dead_letters, movements_topic_months, scrape
 
 
@@ -35,23 +34,6 @@ def history(tmp_path: Path, seed: int, accounts: int, shuffle: bool) -> tuple[Pa
     outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
     assert outcome.events >= 20_000, "the issue asks for at least 20,000 events"
     return path, outcome
-
-
-@pytest.fixture
-def stream(kafka_bootstrap: str, redis_url: str, redis_prefix: str, unique: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        app_id=unique,
-        input_topic=f"{unique}-in",
-        movements_topic=f"{unique}-movements",
-        dlq_topic=f"{unique}-dlq",
-        partitions=4,
-    )
-    s = Stream(settings, tmp_path)
-    yield s
-    s.stop()
 
 
 def test_two_workers_on_four_partitions_equal_the_replay(stream: Stream, tmp_path: Path) -> None:
