@@ -31,6 +31,32 @@ class MonthlyAggregate(BaseModel):
     quick_ratio: Ratio = Field(description="(new + expansion + reactivation) / (contraction + churn).")
 
 
+class PeriodAggregate(BaseModel):
+    """Several consecutive months rolled up: a quarter or a year to date, per currency."""
+
+    model_config = ConfigDict(frozen=True)
+
+    currency: str
+    first_month: str = Field(pattern=r"^\d{4}-\d{2}$")
+    last_month: str = Field(pattern=r"^\d{4}-\d{2}$")
+    opening_mrr: Cents = Field(description="opening_mrr of the first month")
+    new_mrr: Cents
+    expansion_mrr: Cents
+    contraction_mrr: Cents
+    churn_mrr: Cents
+    reactivation_mrr: Cents
+    net_new_mrr: Cents
+    closing_mrr: Cents = Field(description="closing_mrr of the last month")
+    customers_opening: int
+    customers_closing: int
+    new_customers: int
+    reactivated_customers: int
+    churned_customers: int
+    nrr: Ratio
+    grr: Ratio
+    quick_ratio: Ratio
+
+
 class ReplayResult(BaseModel):
     """The document printed by `mrr-stream replay --format json` and `mrr-stream status --format json`."""
 

@@ -7,13 +7,13 @@ Every aggregate row is then derived from the totals: opening = the previous clos
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
 from processors.core.movement import Movement
 from processors.core.mrr import round_half_even
-from schemas.aggregate import MonthlyAggregate
+from schemas.aggregate import MonthlyAggregate, PeriodAggregate
 
 MonthKey = tuple[str, str]  # (month "YYYY-MM", currency)
 _RATIO_PLACES = 4
@@ -117,3 +117,52 @@ def monthly_aggregates(totals: Mapping[MonthKey, MonthTotals]) -> list[MonthlyAg
             opening, customers = closing, customers_closing
             month = _next_month(month)
     return rows
+
+
+def rollup(rows: Sequence[MonthlyAggregate]) -> PeriodAggregate | None:
+    """Consecutive months of one currency as one period: sums of movements, opening of the first month,
+    closing of the last, and the period's ratios computed from those (not averaged over months)."""
+    if not rows:
+        return None
+    if len({r.currency for r in rows}) != 1:
+        raise ValueError("a roll-up takes the months of one currency")
+    first, last = rows[0], rows[-1]
+
+    def total(name: str) -> int:
+        return sum(int(getattr(r, name)) for r in rows)
+
+    new, exp, con, churn, react = (
+        total(f"{k}_mrr") for k in ("new", "expansion", "contraction", "churn", "reactivation")
+    )
+    opening = first.opening_mrr
+    return PeriodAggregate(
+        currency=first.currency,
+        first_month=first.month,
+        last_month=last.month,
+        opening_mrr=opening,
+        new_mrr=new,
+        expansion_mrr=exp,
+        contraction_mrr=con,
+        churn_mrr=churn,
+        reactivation_mrr=react,
+        net_new_mrr=last.closing_mrr - opening,
+        closing_mrr=last.closing_mrr,
+        customers_opening=first.customers_opening,
+        customers_closing=last.customers_closing,
+        new_customers=total("new_customers"),
+        reactivated_customers=total("reactivated_customers"),
+        churned_customers=total("churned_customers"),
+        nrr=ratio(opening + exp + react - con - churn, opening),
+        grr=ratio(opening - con - churn, opening),
+        quick_ratio=ratio(new + exp + react, con + churn),
+    )
+
+
+def period_months(latest: str, period: str) -> tuple[list[str], list[str]]:
+    """The months of the quarter or year to date ending with `latest`, and the same months a year before."""
+    year, month = int(latest[:4]), int(latest[5:7])
+    start = 1 if period == "ytd" else (month - 1) // 3 * 3 + 1
+    if period not in ("qtd", "ytd"):
+        raise ValueError("period is qtd or ytd")
+    current = [f"{year:04d}-{m:02d}" for m in range(start, month + 1)]
+    return current, [f"{year - 1:04d}-{m:02d}" for m in range(start, month + 1)]

@@ -12,6 +12,8 @@ Key layout (every key starts with the configured prefix, `mrr:` by default; mone
 | `mrr:contrib:{account_id}` | hash | that account's share of the totals; `_v` its version |
 | `mrr:version` | string | bumped on every change of the totals |
 | `mrr:rejected` | set | `topic:partition:offset` of every dead letter (SCARD counts them once) |
+| `mrr:account_movements:{account_id}` | string | JSON array of the account's movements in effect |
+| `mrr:latest` | list | latest movement records, newest first (500 at most; a crash may repeat one) |
 
 Each account's contribution to the totals is *replaced*, never added: a Lua script swaps the stored
 contribution for the new one and applies the difference, and ignores a version older than the stored one.
@@ -20,6 +22,7 @@ Writing the same account twice (a redelivery, a replay after a crash, a resync) 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -32,21 +35,25 @@ from processors.core.aggregates import MonthKey, MonthTotals, monthly_aggregates
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
 from schemas.money import format_cents, format_ratio
+from schemas.movement import MovementRecord
 
 _TOTAL_FIELDS = tuple(f.name for f in fields(MonthTotals))
+LATEST_KEPT = 500
 
 # KEYS: none (totals keys depend on the data; this is for a single Redis, not a cluster).
-# ARGV: prefix, account_id, version, n_mrr, then n_mrr (currency, "12.34") pairs, then (field, cents) pairs
+# ARGV: prefix, account_id, version, movements JSON, n_mrr, then n_mrr (currency, "12.34") pairs, then
+# (field, cents) pairs
 _REPLACE = """
 local p, acct, version = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ckey = p .. 'contrib:' .. acct
 local stored = tonumber(redis.call('HGET', ckey, '_v') or '-1')
 if stored >= version then return 0 end
-local n_mrr = tonumber(ARGV[4])
+redis.call('SET', p .. 'account_movements:' .. acct, ARGV[4])
+local n_mrr = tonumber(ARGV[5])
 local akey = p .. 'account:' .. acct
 redis.call('DEL', akey)
 redis.call('HSET', akey, '_version', version)
-for i = 5, 4 + 2 * n_mrr, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
+for i = 6, 5 + 2 * n_mrr, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
 local delta = {}
 local old = redis.call('HGETALL', ckey)
 for i = 1, #old, 2 do
@@ -54,7 +61,7 @@ for i = 1, #old, 2 do
 end
 redis.call('DEL', ckey)
 redis.call('HSET', ckey, '_v', version)
-for i = 5 + 2 * n_mrr, #ARGV, 2 do
+for i = 6 + 2 * n_mrr, #ARGV, 2 do
   local f, v = ARGV[i], tonumber(ARGV[i + 1])
   delta[f] = (delta[f] or 0) + v
   redis.call('HSET', ckey, f, ARGV[i + 1])
@@ -79,18 +86,23 @@ class AccountView:
     version: int
     mrr: Mapping[str, int]
     contribution: Mapping[str, int]  # "month|CUR|field" -> integer
+    movements_json: str = "[]"
 
     @classmethod
     def of(
         cls, account_id: str, version: int, mrr: Mapping[str, int], movements: Iterable[Movement]
     ) -> AccountView:
+        movements = list(movements)
         contribution = {
             f"{month}|{cur}|{name}": value
             for (month, cur), totals in monthly_totals(movements).items()
             for name in _TOTAL_FIELDS
             if (value := getattr(totals, name))
         }
-        return cls(account_id, version, dict(mrr), contribution)
+        records = [
+            MovementRecord.model_validate(m, from_attributes=True).model_dump(mode="json") for m in movements
+        ]
+        return cls(account_id, version, dict(mrr), contribution, json.dumps(records, separators=(",", ":")))
 
 
 # redis-py types every reply as bytes | str; with decode_responses=True they are str.
@@ -125,11 +137,19 @@ class RedisView:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def write(self, accounts: Sequence[AccountView], rejected: Iterable[str] = ()) -> None:
+    async def write(
+        self, accounts: Sequence[AccountView], rejected: Iterable[str] = (), latest: Sequence[str] = ()
+    ) -> None:
         """One transactional pipeline for a whole batch: all of it lands, or none of it."""
         async with self.client.pipeline(transaction=True) as pipe:
             for view in accounts:
-                args: list[str | int] = [self.prefix, view.account_id, view.version, len(view.mrr)]
+                args: list[str | int] = [
+                    self.prefix,
+                    view.account_id,
+                    view.version,
+                    view.movements_json,
+                    len(view.mrr),
+                ]
                 for currency, cents in sorted(view.mrr.items()):
                     args += [currency, format_cents(cents)]
                 for name, value in sorted(view.contribution.items()):
@@ -138,6 +158,9 @@ class RedisView:
             rejected = list(rejected)
             if rejected:
                 pipe.sadd(self.key("rejected"), *rejected)
+            if latest:
+                pipe.lpush(self.key("latest"), *latest)
+                pipe.ltrim(self.key("latest"), 0, LATEST_KEPT - 1)
             await pipe.execute()
 
     async def _totals(self) -> dict[MonthKey, MonthTotals]:
@@ -198,6 +221,30 @@ class RedisView:
     async def account_mrr(self, account_id: str) -> dict[str, int]:
         raw = await _hash(self.client, self.key("account", account_id))
         return {k: int(Decimal(v) * 100) for k, v in raw.items() if not k.startswith("_")}
+
+    async def current(self) -> dict[str, str]:
+        return await _hash(self.client, self.key("current"))
+
+    async def account_movements(self, account_id: str) -> list[MovementRecord] | None:
+        raw = await self.client.get(self.key("account_movements", account_id))
+        if raw is None:
+            return None
+        return [MovementRecord.model_validate(m) for m in json.loads(raw)]
+
+    async def latest(self, limit: int) -> list[MovementRecord]:
+        """Newest first, each record_id once (a redelivery after a crash may have pushed one twice)."""
+        raw = cast(list[str], await self.client.lrange(self.key("latest"), 0, LATEST_KEPT - 1))
+        seen: set[str] = set()
+        out: list[MovementRecord] = []
+        for item in raw:
+            record = MovementRecord.model_validate_json(item)
+            key = record.record_id or record.movement_id
+            if key not in seen:
+                seen.add(key)
+                out.append(record)
+            if len(out) == limit:
+                break
+        return out
 
     async def version(self) -> int:
         return int(await self.client.get(self.key("version")) or 0)

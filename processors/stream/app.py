@@ -167,9 +167,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             finally:
                 metrics.batch_seconds.labels("intake").observe(time.perf_counter() - started)
 
-    async def write_views(views: list[AccountView], rejected: list[str]) -> None:
+    async def write_views(views: list[AccountView], rejected: list[str], latest: list[str]) -> None:
         try:
-            await view.write(views, rejected=rejected)
+            await view.write(views, rejected=rejected, latest=latest)
         except (RedisError, OSError) as exc:
             log.warning("Redis unavailable (%s); %d accounts wait for it", exc, len(views))
             for v in views:
@@ -196,6 +196,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             fact = fact_of(parsed)
             arrivals.setdefault(fact.account_id, []).append((event.message.offset, fact, (event, where)))
         views: list[AccountView] = []
+        latest: list[str] = []
         for account_id, items in arrivals.items():
             key = account_id.encode()
             ledger = ledger_of(key, account_id)
@@ -203,7 +204,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             if result.changed or result.ledger.last_offset != ledger.last_offset:
                 store(key, result.ledger)
             for published in result.publish:
-                await send(settings.movements_topic, key, movement_bytes(account_id, published))
+                record = movement_bytes(account_id, published)
+                await send(settings.movements_topic, key, record)
+                latest.append(record.decode())
                 metrics.published(published.movement)
             by_offset = {offset: extra for offset, _, extra in items}
             for offset, _, rejection in result.conflicts:
@@ -223,7 +226,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             if result.changed or result.resync:
                 state = result.ledger.state
                 views.append(AccountView.of(account_id, result.ledger.version, state.mrr, state.movements))
-        await write_views(views, rejected)
+        await write_views(views, rejected, latest)
 
     @app.agent(by_account)
     async def fold(stream: Any) -> None:

@@ -93,3 +93,29 @@ def test_json_shape_has_money_as_strings() -> None:
     assert data["new_mrr"] == "99.99" and data["opening_mrr"] == "0.00"
     assert data["arpa"] == "99.99" and data["nrr"] is None
     assert MonthlyAggregate.model_validate(data) == row
+
+
+def test_rollup_of_a_quarter() -> None:
+    from processors.core.aggregates import period_months, rollup
+
+    rows = aggregates(
+        [
+            fx("subscribe", account="a", at="2025-01-10T00:00:00Z", amount="100.00"),
+            fx("subscribe", account="b", at="2025-02-10T00:00:00Z", amount="50.00"),
+            fx("upgrade", account="a", at="2025-03-10T00:00:00Z", amount="130.00"),
+            fx("cancel", account="b", at="2025-04-10T00:00:00Z"),
+        ]
+    )
+    q1 = rollup([r for r in rows if r.month in period_months("2025-03", "qtd")[0]])
+    assert q1 is not None
+    assert (q1.first_month, q1.last_month, q1.opening_mrr, q1.closing_mrr) == ("2025-01", "2025-03", 0, 18000)
+    assert (q1.new_mrr, q1.expansion_mrr, q1.net_new_mrr, q1.new_customers) == (15000, 3000, 18000, 2)
+    assert q1.nrr is None and q1.quick_ratio is None
+    q2 = rollup([r for r in rows if r.month in period_months("2025-04", "qtd")[0]])
+    assert q2 is not None and q2.churn_mrr == 5000 and q2.grr == Decimal("0.7222")  # 130 / 180
+    assert period_months("2025-05", "ytd") == (
+        ["2025-01", "2025-02", "2025-03", "2025-04", "2025-05"],
+        ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"],
+    )
+    assert period_months("2025-05", "qtd")[0] == ["2025-04", "2025-05"]
+    assert rollup([]) is None
