@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     prometheus_url: str = "http://127.0.0.1:19090"
     metrics_port: int = 9108
     metrics_addr: str = Field(default="0.0.0.0", description="address the worker's /metrics listens on")
+    api_port: int = 8080
+    api_addr: str = Field(default="127.0.0.1", description="address the API and page listen on")
 
     # Local servers started by `mrr-stream servers start` (development, CI and the demo)
     local_dir: Path = Field(default_factory=lambda: _project_root() / ".local", description="servers' data")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from processors.cli import (
+    api_cmd,
     demo_cmd,
     generate_cmd,
     produce_cmd,
@@ -20,7 +21,16 @@ from processors.cli import (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrr-stream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (demo_cmd, replay_cmd, generate_cmd, worker_cmd, produce_cmd, status_cmd, servers_cmd):
+    for module in (
+        demo_cmd,
+        replay_cmd,
+        generate_cmd,
+        worker_cmd,
+        produce_cmd,
+        status_cmd,
+        api_cmd,
+        servers_cmd,
+    ):
         module.register(sub)
     return parser
 

@@ -1,0 +1,214 @@
+"""The read-only HTTP API and live revenue page, served from Redis. Stateless: run as many as you like.
+
+Bad parameters get a 400 with a message naming the parameter; an unknown account a 404; Redis being
+unreachable a 503. Never a 500 for anything a client sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from processors.api.openapi import openapi
+from processors.core.aggregates import period_months, rollup
+from processors.settings import Settings
+from processors.sinks.redis_view import LATEST_KEPT, RedisView
+from schemas.aggregate import MonthlyAggregate
+
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
+STATIC = resources.files("processors.api") / "static"
+
+
+class BadRequest(web.HTTPBadRequest):
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(
+            text=json.dumps({"error": f"{parameter}: {message}", "parameter": parameter}),
+            content_type="application/json",
+        )
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, separators=(",", ":")), status=status, content_type="application/json"
+    )
+
+
+def _dump(rows: list[MonthlyAggregate]) -> list[dict[str, Any]]:
+    return [row.model_dump(mode="json") for row in rows]
+
+
+def _month_param(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and not MONTH.match(value):
+        raise BadRequest(name, f"{value!r} is not a month; use YYYY-MM")
+    return value
+
+
+def _currency_param(request: web.Request) -> str | None:
+    value = request.query.get("currency")
+    if value is not None and not CURRENCY.match(value):
+        raise BadRequest("currency", f"{value!r} is not an ISO 4217 code such as USD")
+    return value
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type != "application/json" and request.path.startswith("/api/"):
+            return _json({"error": exc.reason}, exc.status)
+        raise
+    except (RedisError, OSError):
+        return _json({"error": "Redis is unavailable; try again shortly"}, 503)
+
+
+async def current(request: web.Request) -> web.Response:
+    rows = await request.app[VIEW].months()
+    latest: dict[str, MonthlyAggregate] = {}
+    for row in rows:
+        latest[row.currency] = row
+    return _json(
+        {
+            "as_of": max((r.month for r in latest.values()), default=None),
+            "rejected": await request.app[VIEW].rejected(),
+            "currencies": [row.model_dump(mode="json") for row in latest.values()],
+        }
+    )
+
+
+async def months(request: web.Request) -> web.Response:
+    start, end = _month_param(request, "from"), _month_param(request, "to")
+    if start and end and start > end:
+        raise BadRequest("from", f"{start} is after to={end}")
+    currency = _currency_param(request)
+    rows = [
+        r
+        for r in await request.app[VIEW].months()
+        if (currency is None or r.currency == currency)
+        and (start is None or r.month >= start)
+        and (end is None or r.month <= end)
+    ]
+    return _json({"months": _dump(rows)})
+
+
+async def periods(request: web.Request) -> web.Response:
+    currency = _currency_param(request)
+    month = _month_param(request, "month")
+    rows = await request.app[VIEW].months()
+    latest = month or max((r.month for r in rows), default=None)
+    out: dict[str, Any] = {"as_of": latest, "currencies": {}}
+    if latest is None:
+        return _json(out)
+    for cur in sorted({r.currency for r in rows} if currency is None else {currency}):
+        mine = [r for r in rows if r.currency == cur]
+        entry: dict[str, Any] = {}
+        for period in ("qtd", "ytd"):
+            this_year, last_year = period_months(latest, period)
+            now = rollup([r for r in mine if r.month in this_year])
+            before = rollup([r for r in mine if r.month in last_year])
+            entry[period] = {
+                "current": now.model_dump(mode="json") if now else None,
+                "previous_year": before.model_dump(mode="json") if before else None,
+            }
+        out["currencies"][cur] = entry
+    return _json(out)
+
+
+async def account(request: web.Request) -> web.Response:
+    account_id = request.match_info["account_id"]
+    view = request.app[VIEW]
+    movements = await view.account_movements(account_id)
+    if movements is None:
+        return _json({"error": f"account_id: no account {account_id!r}"}, 404)
+    mrr = await view.account_mrr(account_id)
+    return _json(
+        {
+            "account_id": account_id,
+            "mrr": {c: f"{v // 100}.{v % 100:02d}" for c, v in sorted(mrr.items())},
+            "movements": [m.model_dump(mode="json") for m in movements],
+        }
+    )
+
+
+async def latest_movements(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= LATEST_KEPT:
+        raise BadRequest("limit", f"{raw!r} is not a whole number from 1 to {LATEST_KEPT}")
+    records = await request.app[VIEW].latest(int(raw))
+    return _json({"movements": [m.model_dump(mode="json") for m in records]})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `update` whenever the figures in Redis change (checked every half second)."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    view = request.app[VIEW]
+    last: tuple[int, int] | None = None
+    while True:
+        try:
+            state = (await view.version(), int(await view.client.llen(view.key("latest"))))
+            head = await view.client.lindex(view.key("latest"), 0)
+            stamp = (state[0], hash(head))
+        except (RedisError, OSError):
+            stamp = last or (0, 0)
+        if stamp != last:
+            await response.write(f"event: update\ndata: {json.dumps({'version': stamp[0]})}\n\n".encode())
+            last = stamp
+        else:
+            await response.write(b": keep-alive\n\n")
+        await asyncio.sleep(0.5)
+
+
+async def openapi_doc(_: web.Request) -> web.Response:
+    return _json(openapi())
+
+
+async def page(_: web.Request) -> web.Response:
+    return web.Response(text=(STATIC / "index.html").read_text(), content_type="text/html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    types = {"js": "application/javascript", "css": "text/css"}
+    kind = name.rsplit(".", 1)[-1]
+    if kind not in types or "/" in name or not (STATIC / name).is_file():
+        raise web.HTTPNotFound()
+    return web.Response(text=(STATIC / name).read_text(), content_type=types[kind])
+
+
+async def not_found(_: web.Request) -> web.Response:
+    return _json({"error": "no such endpoint; see /api/openapi.json"}, 404)
+
+
+def create_api(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors])
+
+    async def open_view(app: web.Application) -> Any:
+        app[VIEW] = RedisView(settings.redis_url, settings.redis_prefix)
+        yield
+        await app[VIEW].close()
+
+    app.cleanup_ctx.append(open_view)
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/api/current", current)
+    app.router.add_get("/api/months", months)
+    app.router.add_get("/api/periods", periods)
+    app.router.add_get("/api/accounts/{account_id}", account)
+    app.router.add_get("/api/movements/latest", latest_movements)
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/api/openapi.json", openapi_doc)
+    app.router.add_get("/api/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,188 @@
+"""The OpenAPI 3.1 description of the read API, its schemas taken from the pydantic contracts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.aggregate import MonthlyAggregate, PeriodAggregate
+from schemas.movement import MovementRecord
+
+
+def _schema(model: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = model.model_json_schema(
+        mode="serialization", ref_template="#/components/schemas/{model}"
+    )
+    schema.pop("$defs", None)
+    return schema
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR = {
+    "description": "Bad parameter",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}},
+            }
+        }
+    },
+}
+_MONTH = {"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])$"}
+_CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi() -> dict[str, Any]:
+    months = {"type": "array", "items": _ref("MonthlyAggregate")}
+    period = {
+        "type": "object",
+        "properties": {
+            "current": {"anyOf": [_ref("PeriodAggregate"), {"type": "null"}]},
+            "previous_year": {"anyOf": [_ref("PeriodAggregate"), {"type": "null"}]},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mrr-stream read API",
+            "version": "1",
+            "description": "Exact MRR figures kept in Redis by the mrr-stream worker. Money is a decimal "
+            "string with two places; ratios a decimal string with four places or null.",
+        },
+        "paths": {
+            "/api/current": {
+                "get": {
+                    "summary": "Current MRR, customers and the latest month per currency",
+                    "responses": {
+                        "200": _ok(
+                            "The latest month of each currency",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "as_of": {"anyOf": [_MONTH, {"type": "null"}]},
+                                    "rejected": {"type": "integer"},
+                                    "currencies": months,
+                                },
+                            },
+                        )
+                    },
+                }
+            },
+            "/api/months": {
+                "get": {
+                    "summary": "Monthly aggregates for a range of months",
+                    "parameters": [
+                        {"name": "from", "in": "query", "schema": _MONTH},
+                        {"name": "to", "in": "query", "schema": _MONTH},
+                        {"name": "currency", "in": "query", "schema": _CURRENCY},
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            "Months, by currency then month",
+                            {"type": "object", "properties": {"months": months}},
+                        ),
+                        "400": _ERROR,
+                    },
+                }
+            },
+            "/api/periods": {
+                "get": {
+                    "summary": "Quarter- and year-to-date roll-ups, with the same period a year before",
+                    "parameters": [
+                        {"name": "currency", "in": "query", "schema": _CURRENCY},
+                        {
+                            "name": "month",
+                            "in": "query",
+                            "schema": _MONTH,
+                            "description": "the last month of the periods; default the latest",
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            "qtd and ytd per currency",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "as_of": {"anyOf": [_MONTH, {"type": "null"}]},
+                                    "currencies": {
+                                        "type": "object",
+                                        "additionalProperties": {
+                                            "type": "object",
+                                            "properties": {"qtd": period, "ytd": period},
+                                        },
+                                    },
+                                },
+                            },
+                        ),
+                        "400": _ERROR,
+                    },
+                }
+            },
+            "/api/accounts/{account_id}": {
+                "get": {
+                    "summary": "One account's current MRR and its movements",
+                    "parameters": [
+                        {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            "The account",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "account_id": {"type": "string"},
+                                    "mrr": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    "movements": {"type": "array", "items": _ref("MovementRecord")},
+                                },
+                            },
+                        ),
+                        "404": _ERROR,
+                    },
+                }
+            },
+            "/api/movements/latest": {
+                "get": {
+                    "summary": "The latest movement records, newest first",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                        }
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            "Movement records",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "movements": {"type": "array", "items": _ref("MovementRecord")}
+                                },
+                            },
+                        ),
+                        "400": _ERROR,
+                    },
+                }
+            },
+            "/api/events": {
+                "get": {
+                    "summary": "Server-sent events: `update` whenever the figures change",
+                    "responses": {"200": {"description": "text/event-stream"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "MonthlyAggregate": _schema(MonthlyAggregate),
+                "PeriodAggregate": _schema(PeriodAggregate),
+                "MovementRecord": _schema(MovementRecord),
+            }
+        },
+    }

@@ -1,0 +1,128 @@
+"""The read API against Redis filled by the real stream: every figure equals the replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.cli.produce_cmd import produce, read_lines
+from processors.core.aggregates import period_months, rollup
+from processors.generate import HistoryGenerator, arrange, parse_month
+from processors.replay import ReplayOutcome, replay
+from schemas.movement import MovementRecord
+from tests.e2e.harness import Stream
+from tests.e2e.test_stream import free_port
+
+
+def fetch(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+@pytest.fixture
+def filled(stream: Stream, tmp_path: Path) -> Iterator[tuple[str, ReplayOutcome, Stream]]:
+    events = HistoryGenerator(400, 14, 9, parse_month("2024-11")).events()
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(arrange(events, 9, shuffle=True, duplicates=0.05, bad=0.01)) + "\n")
+    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    stream.add_worker(free_port()).start()
+    asyncio.run(produce(stream.settings, read_lines(path)))
+    stream.wait_until(outcome.months, len(outcome.rejects), timeout=120)
+    port = free_port()
+    env = {**stream.env(free_port()), "MRR_API_PORT": str(port)}
+    api = subprocess.Popen(
+        [sys.executable, "-m", "processors.cli", "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/openapi.json", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield base, outcome, stream
+    api.terminate()
+    api.wait(10)
+
+
+def test_every_figure_equals_the_replay(filled: tuple[str, ReplayOutcome, Stream]) -> None:
+    base, outcome, _ = filled
+    expected = [m.model_dump(mode="json") for m in outcome.months]
+    assert fetch(f"{base}/api/months") == (200, {"months": expected})
+    usd = [m for m in expected if m["currency"] == "USD" and "2025-02" <= m["month"] <= "2025-06"]
+    assert fetch(f"{base}/api/months?currency=USD&from=2025-02&to=2025-06") == (200, {"months": usd})
+
+    status, current = fetch(f"{base}/api/current")
+    latest = {m.currency: m.model_dump(mode="json") for m in outcome.months}
+    assert status == 200 and current["rejected"] == len(outcome.rejects)
+    assert {c["currency"]: c for c in current["currencies"]} == latest
+    assert current["as_of"] == max(m.month for m in outcome.months)
+
+    status, periods = fetch(f"{base}/api/periods")
+    assert status == 200
+    for currency, entry in periods["currencies"].items():
+        rows = [m for m in outcome.months if m.currency == currency]
+        for period in ("qtd", "ytd"):
+            now, before = period_months(periods["as_of"], period)
+            for key, months in (("current", now), ("previous_year", before)):
+                want = rollup([r for r in rows if r.month in months])
+                assert entry[period][key] == (want.model_dump(mode="json") if want else None)
+    assert periods["currencies"]["USD"]["ytd"]["previous_year"] is not None  # 14 months: 2024 is there
+
+    for account_id, state in list(outcome.accounts.items())[:25]:
+        status, body = fetch(f"{base}/api/accounts/{account_id}")
+        assert status == 200
+        assert body["mrr"] == {c: f"{v // 100}.{v % 100:02d}" for c, v in sorted(state.mrr.items())}
+        want = [
+            MovementRecord.model_validate(m, from_attributes=True).model_dump(mode="json")
+            for m in state.movements
+        ]
+        got = [{**m, "corrects": [], "record_id": None} for m in body["movements"]]
+        assert got == [{**m, "corrects": [], "record_id": None} for m in want]
+
+
+def test_latest_movements_and_bad_parameters(filled: tuple[str, ReplayOutcome, Stream]) -> None:
+    base, _, _ = filled
+    status, body = fetch(f"{base}/api/movements/latest?limit=20")
+    assert status == 200 and len(body["movements"]) == 20
+    assert len({m["record_id"] for m in body["movements"]}) == 20
+    for url, parameter in [
+        ("/api/months?from=2025-13", "from"),
+        ("/api/months?to=25-01", "to"),
+        ("/api/months?from=2025-05&to=2025-01", "from"),
+        ("/api/months?currency=usd", "currency"),
+        ("/api/periods?month=may", "month"),
+        ("/api/movements/latest?limit=0", "limit"),
+        ("/api/movements/latest?limit=abc", "limit"),
+        ("/api/movements/latest?limit=501", "limit"),
+    ]:
+        status, body = fetch(base + url)
+        assert status == 400 and body["parameter"] == parameter and body["error"].startswith(parameter + ": ")
+    assert fetch(f"{base}/api/accounts/no-such-account")[0] == 404
+    assert fetch(f"{base}/api/nothing-here")[0] == 404
+    status, spec = fetch(f"{base}/api/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert {
+        "/api/current",
+        "/api/months",
+        "/api/periods",
+        "/api/accounts/{account_id}",
+        "/api/movements/latest",
+    } <= set(spec["paths"])
