@@ -90,12 +90,12 @@ def test_every_figure_equals_the_replay(filled: tuple[str, ReplayOutcome, Stream
         status, body = fetch(f"{base}/api/accounts/{account_id}")
         assert status == 200
         assert body["mrr"] == {c: f"{v // 100}.{v % 100:02d}" for c, v in sorted(state.mrr.items())}
-        want = [
+        records = [
             MovementRecord.model_validate(m, from_attributes=True).model_dump(mode="json")
             for m in state.movements
         ]
         got = [{**m, "corrects": [], "record_id": None} for m in body["movements"]]
-        assert got == [{**m, "corrects": [], "record_id": None} for m in want]
+        assert got == [{**m, "corrects": [], "record_id": None} for m in records]
 
 
 def test_latest_movements_and_bad_parameters(filled: tuple[str, ReplayOutcome, Stream]) -> None:
