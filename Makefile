@@ -20,6 +20,7 @@ demo: $(STAMP)
 # Starts the local servers (no-op when they run already) and leaves them running; `make stop` stops them.
 test: $(STAMP)
 	$(BIN)/mrr-stream servers start
+	bash deploy/local/install-test-tools.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)

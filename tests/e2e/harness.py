@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,3 +202,10 @@ def scrape(port: int) -> dict[str, float]:
 
 def expected_json(months: list[MonthlyAggregate]) -> list[dict[str, Any]]:
     return [json.loads(m.model_dump_json()) for m in months]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from processors.cli.produce_cmd import produce, read_lines
 from processors.core.aggregates import period_months, rollup
-from processors.generate import HistoryGenerator, arrange, parse_month
-from processors.replay import ReplayOutcome, replay
+from processors.replay import ReplayOutcome
 from schemas.movement import MovementRecord
 from tests.e2e.harness import Stream
-from tests.e2e.test_stream import free_port
 
 
 def fetch(url: str) -> tuple[int, Any]:
@@ -30,36 +19,6 @@ def fetch(url: str) -> tuple[int, Any]:
             return r.status, json.load(r)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
-
-
-@pytest.fixture
-def filled(stream: Stream, tmp_path: Path) -> Iterator[tuple[str, ReplayOutcome, Stream]]:
-    events = HistoryGenerator(400, 14, 9, parse_month("2024-11")).events()
-    path = tmp_path / "h.jsonl"
-    path.write_text("\n".join(arrange(events, 9, shuffle=True, duplicates=0.05, bad=0.01)) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
-    stream.add_worker(free_port()).start()
-    asyncio.run(produce(stream.settings, read_lines(path)))
-    stream.wait_until(outcome.months, len(outcome.rejects), timeout=120)
-    port = free_port()
-    env = {**stream.env(free_port()), "MRR_API_PORT": str(port)}
-    api = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/openapi.json", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield base, outcome, stream
-    api.terminate()
-    api.wait(10)
 
 
 def test_every_figure_equals_the_replay(filled: tuple[str, ReplayOutcome, Stream]) -> None:

@@ -14,8 +14,7 @@ from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
 from tests.conftest import PrometheusServer
-from tests.e2e.harness import Stream
-from tests.e2e.test_stream import free_port
+from tests.e2e.harness import Stream, free_port
 
 
 def api(url: str, path: str, **params: str) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +15,7 @@ import pytest
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome, replay
-from tests.e2e.harness import Stream, dead_letters, movements_topic_months, scrape
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.e2e.harness import Stream, dead_letters, free_port, movements_topic_months, scrape
 
 
 def history(tmp_path: Path, seed: int, accounts: int, shuffle: bool) -> tuple[Path, ReplayOutcome]:

@@ -51,7 +51,7 @@ function chart(rows) {
   const top = Math.max(1, ...up), bottom = Math.max(1, ...down);
   const y = (v) => T + (H - T - B) * (top - v) / (top + bottom);
   const closeMax = Math.max(1, ...rows.map((r) => num(r.closing_mrr)));
-  const yc = (v) => T + (H - T - B) * (1 - v / closeMax);
+  const yc = (v) => y(0) - (y(0) - T) * v / closeMax;  // the line's zero sits on the columns' zero axis
   const step = (W - L - R) / rows.length, bar = Math.max(4, step * 0.6);
   svg.append(el("line", { svg: 1, x1: L, x2: W - R, y1: y(0), y2: y(0), stroke: "#999" }));
   for (const v of [top, -bottom]) svg.append(el("text", { svg: 1, x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11 }, money(v.toFixed(2))));

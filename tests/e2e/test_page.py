@@ -1,0 +1,70 @@
+"""The live revenue page in headless Chromium: no console errors, nothing leaves 127.0.0.1, it shows what
+Redis holds, and it changes by itself within 5 seconds of a new subscribe event produced to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from processors.replay import ReplayOutcome
+from processors.settings import REPO_ROOT
+from schemas.money import format_cents
+from tests.e2e.browser import chromium
+from tests.e2e.harness import Stream
+
+SCREENSHOT = REPO_ROOT / "build" / "screenshots" / "revenue-page.png"
+
+
+def shown(cents: int) -> str:
+    whole, frac = format_cents(cents).split(".")
+    return f"{int(whole):,}.{frac}"
+
+
+def test_page_shows_redis_and_follows_the_stream(filled: tuple[str, ReplayOutcome, Stream]) -> None:
+    base, outcome, stream = filled
+    usd = [m for m in outcome.months if m.currency == "USD"][-1]
+
+    async def go() -> float:
+        async with chromium() as page:
+            await page.call("Page.navigate", url=base + "/")
+            kpi = "document.querySelector('[data-kpi=\"Current MRR\"]')?.textContent"
+            await page.wait_for(f"{kpi} === {json.dumps(shown(usd.closing_mrr))}")
+            await page.wait_for("document.querySelectorAll('#chart rect').length > 10")
+            await page.wait_for("document.querySelectorAll('#latest tr').length > 1")
+
+            producer = AIOKafkaProducer(bootstrap_servers=stream.settings.kafka_bootstrap)
+            await producer.start()
+            event = {
+                "event_id": "page-test-1",
+                "type": "subscribe",
+                "account_id": "page-test-account",
+                "subscription_id": "s1",
+                "effective_at": f"{usd.month}-28T12:00:00Z",
+                "currency": "USD",
+                "interval": "month",
+                "items": [{"plan_id": "pro", "unit_amount": "1234.56"}],
+            }
+            sent = time.monotonic()
+            await producer.send_and_wait(stream.settings.input_topic, json.dumps(event).encode())
+            await producer.stop()
+            await page.wait_for(f"{kpi} === {json.dumps(shown(usd.closing_mrr + 123456))}", timeout=30)
+            elapsed = time.monotonic() - sent
+            await page.wait_for("document.querySelector('#latest').textContent.includes('page-test-account')")
+            await page.screenshot(SCREENSHOT)
+            assert page.console_errors == []
+            hosts = {
+                urllib.parse.urlsplit(url).hostname for url in page.requests if not url.startswith("data:")
+            }
+            assert hosts == {"127.0.0.1"}, hosts
+            return elapsed
+
+    elapsed = asyncio.run(go())
+    print(f"the page showed the new subscription {elapsed:.2f}s after it was produced")
+    assert elapsed < 5.0
+    assert SCREENSHOT.stat().st_size > 10_000
+    assert Path(SCREENSHOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
