@@ -101,7 +101,8 @@ async def chromium() -> AsyncIterator[Page]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "chromium missing: `make test` installs Debian's chromium"
     port = _free_port()
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # helpers outlive the main process
+    # ignore_cleanup_errors: chromium's helper processes may still write to the profile after it exits
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "about:blank"],
             stdout=subprocess.DEVNULL,
