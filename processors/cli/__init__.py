@@ -12,6 +12,7 @@ from processors.cli import (
     generate_cmd,
     produce_cmd,
     replay_cmd,
+    report_cmd,
     servers_cmd,
     status_cmd,
     worker_cmd,
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         demo_cmd,
         replay_cmd,
+        report_cmd,
         generate_cmd,
         worker_cmd,
         produce_cmd,

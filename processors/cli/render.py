@@ -37,7 +37,7 @@ def money(cents: int | None) -> str:
     return f"{'-' if cents < 0 else ''}{int(whole):,}.{frac}"
 
 
-def _pct(value: Decimal | None) -> str:
+def pct(value: Decimal | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
@@ -80,8 +80,8 @@ def table(months: Sequence[MonthlyAggregate], title: str) -> Table:
             money(m.closing_mrr),
             str(m.customers_closing),
             money(m.arpa),
-            _pct(m.nrr),
-            _pct(m.grr),
+            pct(m.nrr),
+            pct(m.grr),
             "-" if m.quick_ratio is None else f"{m.quick_ratio:.2f}",
         )
     return t

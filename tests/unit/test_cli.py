@@ -110,3 +110,23 @@ def test_generate_is_reproducible_and_replayable(tmp_path: Path, capsys: pytest.
         if line.startswith('{"event_id":"evt_')
     }
     assert kinds == {"subscribe", "upgrade", "downgrade", "change", "cancel", "reactivate", "pause", "resume"}
+
+
+def test_report_prints_the_period_and_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from processors.cli.render import money
+    from processors.core.aggregates import rollup
+    from processors.replay import replay
+
+    history = tmp_path / "h.jsonl"
+    assert main(["generate", "--accounts", "300", "--months", "12", "--seed", "3", "-o", str(history)]) == 0
+    png = tmp_path / "q3.png"
+    capsys.readouterr()
+    assert main(["report", "--quarter", "2025Q3", "--replay", str(history), "-o", str(png)]) == 0
+    out = capsys.readouterr().out
+    rows = replay((str(i), line) for i, line in enumerate(history.read_bytes().splitlines())).months
+    q3 = rollup([r for r in rows if r.currency == "USD" and r.month in ("2025-07", "2025-08", "2025-09")])
+    assert q3 is not None
+    assert f"opening {money(q3.opening_mrr)}, net new {money(q3.net_new_mrr)}, closing {money(q3.closing_mrr)}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    with pytest.raises(SystemExit, match="YYYYQn"):
+        main(["report", "--quarter", "2025-3", "--replay", str(history)])
