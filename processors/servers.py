@@ -332,7 +332,7 @@ def prometheus_targets_dir(settings: Settings) -> Path:
 def local_prometheus_config(settings: Settings) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with its service targets pointed at 127.0.0.1, plus file discovery."""
     config: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    ports = {"worker": settings.metrics_port}
+    ports = {"worker": settings.metrics_port, "api": settings.api_port}
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):
             local = []

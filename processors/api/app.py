@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from redis.exceptions import RedisError
 
 from processors.api.openapi import openapi
@@ -25,6 +26,8 @@ from schemas.aggregate import MonthlyAggregate
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+REQUESTS: web.AppKey[Counter] = web.AppKey("requests", Counter)
 STATIC = resources.files("processors.api") / "static"
 
 
@@ -64,14 +67,27 @@ def _currency_param(request: web.Request) -> str | None:
 async def errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    response: web.StreamResponse
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.content_type != "application/json" and request.path.startswith("/api/"):
-            return _json({"error": exc.reason}, exc.status)
-        raise
+            response = _json({"error": exc.reason}, exc.status)
+        else:
+            response = exc
     except (RedisError, OSError):
-        return _json({"error": "Redis is unavailable; try again shortly"}, 503)
+        response = _json({"error": "Redis is unavailable; try again shortly"}, 503)
+    resource = request.match_info.route.resource
+    request.app[REQUESTS].labels(resource.canonical if resource else "other", str(response.status)).inc()
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(request.app[REGISTRY]), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 async def current(request: web.Request) -> web.Response:
@@ -194,6 +210,13 @@ async def not_found(_: web.Request) -> web.Response:
 
 def create_api(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors])
+    app[REGISTRY] = CollectorRegistry()
+    app[REQUESTS] = Counter(
+        "mrr_api_requests_total",
+        "API requests by route and status",
+        ["route", "status"],
+        registry=app[REGISTRY],
+    )
 
     async def open_view(app: web.Application) -> Any:
         app[VIEW] = RedisView(settings.redis_url, settings.redis_prefix)
@@ -211,4 +234,5 @@ def create_api(settings: Settings) -> web.Application:
     app.router.add_get("/api/events", events)
     app.router.add_get("/api/openapi.json", openapi_doc)
     app.router.add_get("/api/{tail:.*}", not_found)
+    app.router.add_get("/metrics", metrics)
     return app

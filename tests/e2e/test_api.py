@@ -85,3 +85,13 @@ def test_latest_movements_and_bad_parameters(filled: tuple[str, ReplayOutcome, S
         "/api/accounts/{account_id}",
         "/api/movements/latest",
     } <= set(spec["paths"])
+
+
+def test_api_exports_its_own_metrics(filled: tuple[str, ReplayOutcome, Stream]) -> None:
+    base, _, _ = filled
+    fetch(f"{base}/api/current")
+    fetch(f"{base}/api/months?from=bad")
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'mrr_api_requests_total{route="/api/current",status="200"} 1.0' in text
+    assert 'mrr_api_requests_total{route="/api/months",status="400"} 1.0' in text

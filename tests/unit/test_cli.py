@@ -112,7 +112,9 @@ def test_generate_is_reproducible_and_replayable(tmp_path: Path, capsys: pytest.
     assert kinds == {"subscribe", "upgrade", "downgrade", "change", "cancel", "reactivate", "pause", "resume"}
 
 
-def test_report_prints_the_period_and_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_prints_the_period_and_writes_a_png(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from processors.cli.render import money
     from processors.core.aggregates import rollup
     from processors.replay import replay
@@ -126,7 +128,10 @@ def test_report_prints_the_period_and_writes_a_png(tmp_path: Path, capsys: pytes
     rows = replay((str(i), line) for i, line in enumerate(history.read_bytes().splitlines())).months
     q3 = rollup([r for r in rows if r.currency == "USD" and r.month in ("2025-07", "2025-08", "2025-09")])
     assert q3 is not None
-    assert f"opening {money(q3.opening_mrr)}, net new {money(q3.net_new_mrr)}, closing {money(q3.closing_mrr)}" in out
+    assert (
+        f"opening {money(q3.opening_mrr)}, net new {money(q3.net_new_mrr)}, closing {money(q3.closing_mrr)}"
+        in out
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     with pytest.raises(SystemExit, match="YYYYQn"):
         main(["report", "--quarter", "2025-3", "--replay", str(history)])

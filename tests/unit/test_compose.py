@@ -58,3 +58,38 @@ def test_kafka_is_kraft_single_node() -> None:
         "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
     ):
         assert env[key] == "1"
+
+
+def test_api_and_grafana_services() -> None:
+    services = compose()["services"]
+    assert services["api"]["command"] == ["mrr-stream", "api"]
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    mounts = {m.split(":")[1] for m in services["grafana"]["volumes"] if m.startswith("./")}
+    assert mounts == {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"}
+
+
+def test_grafana_dashboard_queries_what_the_project_exports() -> None:
+    import json
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from processors.sinks.metrics import Metrics
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    exported = {m.name for m in registry.collect()} | {f"{m.name}_total" for m in registry.collect()}
+    recorded = set(
+        re.findall(r"record: (\S+)", (REPO_ROOT / "deploy/prometheus/rules/recording.yml").read_text())
+    )
+    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/mrr.json").read_text())
+    datasource = yaml.safe_load(
+        (REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    uid = datasource["datasources"][0]["uid"]
+    assert len(dashboard["panels"]) >= 10
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b(mrr[:_][a-z0-9_:]+)", target["expr"]))
+            assert names and names <= exported | recorded, (panel["title"], names - exported - recorded)
