@@ -395,6 +395,20 @@ def worker_server(settings: Settings, env: dict[str, str]) -> Server:
     )
 
 
+def api_server(settings: Settings, env: dict[str, str]) -> Server:
+    """The read API and revenue page as a background process, as the demo runs it."""
+    page = f"http://127.0.0.1:{settings.api_port}/"
+    return Server(
+        "api",
+        settings,
+        _noop,
+        lambda _: [sys.executable, "-m", "processors.cli", "api"],
+        lambda: http_ok(f"{page}api/openapi.json"),
+        lambda: page,
+        lambda: env,
+    )
+
+
 def servers(settings: Settings | None = None) -> dict[str, Server]:
     s = settings or Settings()
     kafka_at = f"127.0.0.1:{s.local_kafka_port}"
@@ -426,4 +440,5 @@ def servers(settings: Settings | None = None) -> dict[str, Server]:
             lambda: prometheus_at,
         ),
         "worker": worker_server(s, {}),
+        "api": api_server(s, {}),
     }

@@ -22,7 +22,7 @@ from processors.cli.produce_cmd import produce, read_lines
 from processors.cli.replay_cmd import run_replay
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome
-from processors.servers import NAMES, ServerError, servers, worker_server
+from processors.servers import NAMES, ServerError, api_server, servers, worker_server
 from processors.settings import Settings
 from processors.sinks.redis_view import RedisView
 from schemas.aggregate import MonthlyAggregate
@@ -137,9 +137,11 @@ def run(args: argparse.Namespace) -> int:
 
     worker = worker_server(settings, env)
     worker.stop()  # a worker of an earlier demo run would read the old topics
+    api = api_server(settings, env)
     asyncio.run(_reset_redis(settings))
     try:
         console.print(worker.start())
+        console.print(api.start())
     except ServerError as exc:
         console.print(f"[red]error:[/] {exc}", markup=False)
         return 1
@@ -180,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
     prometheus = known["prometheus"].address()
     console.print(
         "\nWhere to look:\n"
+        f"  revenue page     {api.address()}   (live; the API is under /api, see /api/openapi.json)\n"
+        f"  report           mrr-stream report --year 2025 --currency USD   (table + PNG chart)\n"
         f"  worker metrics   {worker.address()}\n"
-        f"  Prometheus       {prometheus}/graph?g0.expr=mrr_current_mrr (scraped every 5 s)\n"
+        f"  Prometheus       {prometheus}/graph?g0.expr=mrr_current_mrr (scraped every 5 s), alerts: "
+        f"{prometheus}/alerts\n"
         f"  Redis            redis-cli -p {base.local_redis_port} hgetall {settings.redis_prefix}current\n"
         "  the table again  mrr-stream status   (or: mrr-stream status --format json)\n"
         f"  movements topic  {settings.movements_topic} on {settings.kafka_bootstrap}\n"

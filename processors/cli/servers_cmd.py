@@ -21,8 +21,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     known = servers()
     names = args.names or list(NAMES)
-    if args.action != "start" and not args.names and known["worker"].pid() is not None:
-        names.append("worker")
+    if args.action != "start" and not args.names:
+        names += [name for name in ("worker", "api") if known[name].pid() is not None]
     if args.action == "stop":
         names = list(reversed(names))
     failed = False
