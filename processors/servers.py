@@ -381,32 +381,27 @@ def _noop() -> None:
     pass
 
 
-def worker_server(settings: Settings, env: dict[str, str]) -> Server:
-    """The stream worker as a background process, as the demo runs it (stopped by `servers stop`)."""
-    metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+def _background(name: str, settings: Settings, env: dict[str, str], ready_url: str, address: str) -> Server:
+    """A `mrr-stream NAME` process in the background, as the demo runs it (stopped by `servers stop`)."""
     return Server(
-        "worker",
+        name,
         settings,
         _noop,
-        lambda _: [sys.executable, "-m", "processors.cli", "worker"],
-        lambda: http_ok(metrics),
-        lambda: metrics,
+        lambda _: [sys.executable, "-m", "processors.cli", name],
+        lambda: http_ok(ready_url),
+        lambda: address,
         lambda: env,
     )
+
+
+def worker_server(settings: Settings, env: dict[str, str]) -> Server:
+    metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    return _background("worker", settings, env, metrics, metrics)
 
 
 def api_server(settings: Settings, env: dict[str, str]) -> Server:
-    """The read API and revenue page as a background process, as the demo runs it."""
     page = f"http://127.0.0.1:{settings.api_port}/"
-    return Server(
-        "api",
-        settings,
-        _noop,
-        lambda _: [sys.executable, "-m", "processors.cli", "api"],
-        lambda: http_ok(f"{page}api/openapi.json"),
-        lambda: page,
-        lambda: env,
-    )
+    return _background("api", settings, env, f"{page}api/openapi.json", page)
 
 
 def servers(settings: Settings | None = None) -> dict[str, Server]:

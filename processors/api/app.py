@@ -22,6 +22,7 @@ from processors.core.aggregates import period_months, rollup
 from processors.settings import Settings
 from processors.sinks.redis_view import LATEST_KEPT, RedisView
 from schemas.aggregate import MonthlyAggregate
+from schemas.money import format_cents
 
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -152,7 +153,7 @@ async def account(request: web.Request) -> web.Response:
     return _json(
         {
             "account_id": account_id,
-            "mrr": {c: f"{v // 100}.{v % 100:02d}" for c, v in sorted(mrr.items())},
+            "mrr": {c: format_cents(v) for c, v in sorted(mrr.items())},
             "movements": [m.model_dump(mode="json") for m in movements],
         }
     )

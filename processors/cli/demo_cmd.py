@@ -24,7 +24,7 @@ from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome
 from processors.servers import NAMES, ServerError, api_server, servers, worker_server
 from processors.settings import Settings
-from processors.sinks.redis_view import RedisView
+from processors.sinks.redis_view import RedisView, read_months
 from schemas.aggregate import MonthlyAggregate
 
 
@@ -63,14 +63,6 @@ async def _reset_redis(settings: Settings) -> None:
         keys = [k async for k in view.client.scan_iter(f"{settings.redis_prefix}*")]
         for i in range(0, len(keys), 500):
             await view.client.delete(*keys[i : i + 500])
-    finally:
-        await view.close()
-
-
-async def _redis_months(settings: Settings) -> tuple[list[MonthlyAggregate], int]:
-    view = RedisView(settings.redis_url, settings.redis_prefix)
-    try:
-        return await view.months(), await view.rejected()
     finally:
         await view.close()
 
@@ -154,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     rejected = -1
     with console.status("waiting for the worker to catch up") as status:
         while time.monotonic() < deadline:
-            streamed, rejected = asyncio.run(_redis_months(settings))
+            streamed, rejected = asyncio.run(read_months(settings.redis_url, settings.redis_prefix))
             if streamed == replayed.months and rejected == len(replayed.rejects):
                 break
             status.update(

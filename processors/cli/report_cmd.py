@@ -50,17 +50,10 @@ def load(args: argparse.Namespace) -> list[MonthlyAggregate]:
         from processors.cli.replay_cmd import run_replay
 
         return run_replay([args.replay], show_progress=False).months
-    from processors.sinks.redis_view import RedisView
+    from processors.sinks.redis_view import read_months
 
-    async def read() -> list[MonthlyAggregate]:
-        settings = Settings()
-        view = RedisView(settings.redis_url, settings.redis_prefix)
-        try:
-            return await view.months()
-        finally:
-            await view.close()
-
-    return asyncio.run(read())
+    settings = Settings()
+    return asyncio.run(read_months(settings.redis_url, settings.redis_prefix))[0]
 
 
 def chart(period: PeriodAggregate, trend: list[MonthlyAggregate], title: str, path: Path) -> None:

@@ -8,8 +8,7 @@ from typing import Any
 
 from processors.cli import render
 from processors.settings import Settings
-from processors.sinks.redis_view import RedisView
-from schemas.aggregate import MonthlyAggregate
+from processors.sinks.redis_view import read_months
 
 
 def register(sub: Any) -> None:
@@ -19,16 +18,9 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-async def read(settings: Settings) -> tuple[list[MonthlyAggregate], int]:
-    view = RedisView(settings.redis_url, settings.redis_prefix)
-    try:
-        return await view.months(), await view.rejected()
-    finally:
-        await view.close()
-
-
 def run(args: argparse.Namespace) -> int:
-    months, rejected = asyncio.run(read(Settings()))
+    settings = Settings()
+    months, rejected = asyncio.run(read_months(settings.redis_url, settings.redis_prefix))
     if args.format == "json":
         print(render.to_json(months, rejected))
     elif args.format == "csv":

@@ -34,7 +34,7 @@ from redis.exceptions import WatchError
 from processors.core.aggregates import MonthKey, MonthTotals, monthly_aggregates, monthly_totals
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
-from schemas.money import format_cents, format_ratio
+from schemas.money import format_cents
 from schemas.movement import MovementRecord
 
 _TOTAL_FIELDS = tuple(f.name for f in fields(MonthTotals))
@@ -250,4 +250,10 @@ class RedisView:
         return int(await self.client.get(self.key("version")) or 0)
 
 
-__all__ = ["AccountView", "RedisView", "format_ratio", "row_from_hash"]
+async def read_months(url: str, prefix: str) -> tuple[list[MonthlyAggregate], int]:
+    """The monthly rows and the dead-letter count held in Redis, as `status` and the demo show them."""
+    view = RedisView(url, prefix)
+    try:
+        return await view.months(), await view.rejected()
+    finally:
+        await view.close()

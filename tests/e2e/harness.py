@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from processors.core.aggregates import MonthTotals, monthly_aggregates, monthly_totals
 from processors.settings import Settings
-from processors.sinks.redis_view import RedisView
+from processors.sinks.redis_view import read_months
 from schemas.aggregate import MonthlyAggregate
 from schemas.movement import MovementRecord
 
@@ -103,13 +103,6 @@ class Stream:
     def logs(self) -> str:
         return "\n".join(f"--- worker {i}\n{w.tail()}" for i, w in enumerate(self.workers))
 
-    async def redis_state(self) -> tuple[list[MonthlyAggregate], int]:
-        view = RedisView(self.settings.redis_url, self.settings.redis_prefix)
-        try:
-            return await view.months(), await view.rejected()
-        finally:
-            await view.close()
-
     def wait_until(
         self,
         expected: list[MonthlyAggregate],
@@ -122,7 +115,7 @@ class Stream:
         seen = -1
         while time.monotonic() < deadline:
             while_waiting()
-            months, seen = asyncio.run(self.redis_state())
+            months, seen = asyncio.run(read_months(self.settings.redis_url, self.settings.redis_prefix))
             if months == expected and seen == rejected:
                 return
             time.sleep(1)

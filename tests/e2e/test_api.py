@@ -9,6 +9,7 @@ from typing import Any
 
 from processors.core.aggregates import period_months, rollup
 from processors.replay import ReplayOutcome
+from schemas.money import format_cents
 from schemas.movement import MovementRecord
 from tests.e2e.harness import Stream
 
@@ -48,7 +49,7 @@ def test_every_figure_equals_the_replay(filled: tuple[str, ReplayOutcome, Stream
     for account_id, state in list(outcome.accounts.items())[:25]:
         status, body = fetch(f"{base}/api/accounts/{account_id}")
         assert status == 200
-        assert body["mrr"] == {c: f"{v // 100}.{v % 100:02d}" for c, v in sorted(state.mrr.items())}
+        assert body["mrr"] == {c: format_cents(v) for c, v in sorted(state.mrr.items())}
         records = [
             MovementRecord.model_validate(m, from_attributes=True).model_dump(mode="json")
             for m in state.movements
