@@ -1,0 +1,81 @@
+"""Redis is a derived view: while it is down the worker keeps processing, and when it is back the worker
+brings it up to date. A Redis of this test's own (persistent, so the outage loses no data) is stopped
+in the middle of the stream and started again."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from processors.cli.produce_cmd import produce, read_lines
+from processors.generate import HistoryGenerator, arrange, parse_month
+from processors.replay import replay
+from processors.servers import redis_ready
+from tests.e2e.harness import Stream, free_port, scrape
+
+
+def start_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not redis_ready(f"redis://127.0.0.1:{port}/0"):
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
+def test_worker_outlives_a_redis_outage_and_catches_up(stream: Stream, tmp_path: Path) -> None:
+    port = free_port()
+    stream.settings = stream.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    redis = start_redis(tmp_path, port)
+    events = HistoryGenerator(1500, 12, 31, parse_month("2025-01")).events()
+    path = tmp_path / "h.jsonl"
+    path.write_text("\n".join(arrange(events, 31, late=0.2, duplicates=0.05, bad=0.005)) + "\n")
+    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    metrics_port = free_port()
+    stream.add_worker(metrics_port).start()
+    lines = read_lines(path)
+    producer = threading.Thread(target=lambda: asyncio.run(produce(stream.settings, lines, rate=800)))
+    try:
+        producer.start()
+        time.sleep(3)
+        redis.terminate()  # SIGTERM: Redis writes its append-only file and exits
+        redis.wait(20)
+        applied_at_outage = scrape(metrics_port).get('mrr_events_total{outcome="applied"}', 0)
+        time.sleep(4)
+        during = scrape(metrics_port)
+        assert during['mrr_events_total{outcome="applied"}'] > applied_at_outage, (
+            "processing stopped with Redis"
+        )
+        assert during["mrr_redis_pending_accounts"] > 0
+        producer.join()
+        redis = start_redis(tmp_path, port)
+        stream.wait_until(outcome.months, len(outcome.rejects), timeout=120)
+        deadline = time.monotonic() + 10
+        while scrape(metrics_port)["mrr_redis_pending_accounts"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert scrape(metrics_port)["mrr_redis_pending_accounts"] == 0
+    finally:
+        redis.terminate()
+        redis.wait(20)
