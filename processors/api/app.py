@@ -175,16 +175,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     last: tuple[int, int] | None = None
     while True:
         try:
-            state = (await view.version(), int(await view.client.llen(view.key("latest"))))
             head = await view.client.lindex(view.key("latest"), 0)
-            stamp = (state[0], hash(head))
+            stamp = (await view.version(), hash(head))
         except (RedisError, OSError):
             stamp = last or (0, 0)
-        if stamp != last:
-            await response.write(f"event: update\ndata: {json.dumps({'version': stamp[0]})}\n\n".encode())
-            last = stamp
-        else:
-            await response.write(b": keep-alive\n\n")
+        message = (
+            f"event: update\ndata: {json.dumps({'version': stamp[0]})}\n\n".encode()
+            if stamp != last
+            else b": keep-alive\n\n"
+        )
+        try:
+            await response.write(message)
+        except (ConnectionResetError, RuntimeError):  # the browser went away
+            return response
+        last = stamp
         await asyncio.sleep(0.5)
 
 

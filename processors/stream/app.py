@@ -173,7 +173,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         except (RedisError, OSError) as exc:
             log.warning("Redis unavailable (%s); %d accounts wait for it", exc, len(views))
             for v in views:
-                redis_pending[v.account_id.encode()] = b"account"
+                redis_pending[v.account_id.encode()] = f"account:{v.version}".encode()
             for source in rejected:
                 redis_pending[source.encode()] = b"rejected"
         metrics.redis_pending.set(len(redis_pending))
@@ -245,10 +245,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         """Bring Redis up to date after an outage, and keep rows and gauges fresh."""
         try:
             if len(redis_pending):
-                keys = list(redis_pending.keys())
+                marked = dict(redis_pending.items())
                 views, rejected = [], []
-                for key in keys:
-                    if redis_pending[key] == b"rejected":
+                for key, mark in marked.items():
+                    if mark == b"rejected":
                         rejected.append(key.decode())
                     elif (stored := accounts.get(key)) is not None:
                         ledger = codec.decode(stored)
@@ -257,8 +257,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                             AccountView.of(state.account_id, ledger.version, state.mrr, state.movements)
                         )
                 await view.write(views, rejected=rejected)
-                for key in keys:
-                    del redis_pending[key]
+                for key, mark in marked.items():
+                    # fold may have marked the account again meanwhile, for a newer version whose write
+                    # failed: that mark stays for the next round.
+                    if redis_pending.get(key) == mark:
+                        del redis_pending[key]
                 log.info(
                     "Redis is back: %d accounts and %d dead letters brought up to date",
                     len(views),
