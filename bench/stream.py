@@ -258,6 +258,7 @@ def main() -> int:
     table.add_row(
         f"produce -> Redis p99 at {calm_rate:,.0f}/s, half the worker's rate (ms)", f"{c99:.0f}", "", ""
     )
+    table.add_row("latency samples seen / sent at that rate", f"{len(calm):,} / {calm_sent:,}", "", "")
     Console(width=120).print(table)
     print(
         json.dumps(
