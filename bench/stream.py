@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -151,6 +152,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a new topic's leader elections are retried
     console = Console(stderr=True)
     run = f"bench{int(time.time())}"
     settings = Settings(
