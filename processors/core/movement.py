@@ -1,13 +1,13 @@
 """The engine's movement value. Same fields as the wire contract schemas.movement.MovementRecord
-(built from it with MovementRecord.model_validate(m, from_attributes=True)), but a NamedTuple: the
-replay creates one per change, and a pydantic model or a frozen dataclass costs several times as much."""
+(to_record builds one), but a NamedTuple: the replay creates one per change, and a pydantic model or a
+frozen dataclass costs several times as much."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal, NamedTuple
 
-from schemas.movement import MovementType
+from schemas.movement import MovementRecord, MovementType
 
 
 class Movement(NamedTuple):
@@ -36,3 +36,8 @@ def retraction_of(movement: Movement) -> Movement:
         retracts=movement.movement_id,
         corrects=(),
     )
+
+
+def to_record(movement: Movement, record_id: str | None = None) -> MovementRecord:
+    """The wire contract of a movement; record_id is set when it is published on the movements topic."""
+    return MovementRecord.model_validate({**movement._asdict(), "record_id": record_id})

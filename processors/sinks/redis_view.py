@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from processors.core.aggregates import MonthKey, MonthTotals, monthly_aggregates, monthly_totals
-from processors.core.movement import Movement
+from processors.core.movement import Movement, to_record
 from schemas.aggregate import MonthlyAggregate
 from schemas.money import format_cents
 from schemas.movement import MovementRecord
@@ -99,9 +99,7 @@ class AccountView:
             for name in _TOTAL_FIELDS
             if (value := getattr(totals, name))
         }
-        records = [
-            MovementRecord.model_validate(m, from_attributes=True).model_dump(mode="json") for m in movements
-        ]
+        records = [to_record(m).model_dump(mode="json") for m in movements]
         return cls(account_id, version, dict(mrr), contribution, json.dumps(records, separators=(",", ":")))
 
 

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from processors.core.account import AccountState
 from processors.core.fact import Fact, fact_of
 from processors.core.intake import RECORD, Rejection, parse_event
+from processors.core.movement import to_record
 from processors.settings import Settings
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
@@ -35,17 +36,13 @@ from processors.stream import codec, deadletter
 from processors.stream.deadletter import REJECTED_HEADER, SOURCE_HEADER, Source
 from processors.stream.kafka import by_account_topic, faust_broker
 from processors.stream.ledger import Ledger, Published, record_id, step
-from schemas.movement import MovementRecord
 
 log = logging.getLogger("mrr_stream")
 _LEDGER_CACHE = 200_000  # decoded ledgers kept in memory
 
 
 def movement_bytes(account_id: str, published: Published) -> bytes:
-    record = MovementRecord.model_validate(
-        {**published.movement._asdict(), "record_id": record_id(account_id, published.seq)}
-    )
-    return record.model_dump_json().encode()
+    return to_record(published.movement, record_id(account_id, published.seq)).model_dump_json().encode()
 
 
 def crash(stage: str) -> NoReturn:
@@ -119,6 +116,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         ledger = codec.decode(stored)
         decoded[key] = (stored, ledger)
         return ledger
+
+    def view_of(ledger: Ledger) -> AccountView:
+        state = ledger.state
+        return AccountView.of(state.account_id, ledger.version, state.mrr, state.movements)
 
     def store(key: bytes, ledger: Ledger) -> None:
         data = codec.encode(ledger)
@@ -224,8 +225,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                     len(result.publish) - (len(result.ledger.log) - len(ledger.log)),
                 )
             if result.changed or result.resync:
-                state = result.ledger.state
-                views.append(AccountView.of(account_id, result.ledger.version, state.mrr, state.movements))
+                views.append(view_of(result.ledger))
         await write_views(views, rejected, latest)
 
     @app.agent(by_account)
@@ -250,12 +250,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 for key, mark in marked.items():
                     if mark == b"rejected":
                         rejected.append(key.decode())
-                    elif (stored := accounts.get(key)) is not None:
-                        ledger = codec.decode(stored)
-                        state = ledger.state
-                        views.append(
-                            AccountView.of(state.account_id, ledger.version, state.mrr, state.movements)
-                        )
+                    elif accounts.get(key) is not None:
+                        views.append(view_of(ledger_of(key, key.decode())))
                 await view.write(views, rejected=rejected)
                 for key, mark in marked.items():
                     # fold may have marked the account again meanwhile, for a newer version whose write
