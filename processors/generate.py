@@ -337,3 +337,50 @@ def _add_months(at: datetime, months: int) -> datetime:
 
 def parse_month(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
+
+
+def busy_account(account_id: str, events: int, seed: int, start: datetime) -> list[dict[str, Any]]:
+    """One account that changes its seat count every 1 to 3 hours: the history that tests and benchmarks
+    the per-account state's bounds. Now and then a second subscription comes and goes, and the account
+    churns and comes back, so that late events change movement types too, not only amounts."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    at = start
+    seats = 10
+    extra_active = False
+
+    def event(kind: str, sub: str, terms: bool, quantity: int, price: str) -> dict[str, Any]:
+        e: dict[str, Any] = {
+            "event_id": f"{account_id}-{len(out):06d}",
+            "type": kind,
+            "account_id": account_id,
+            "subscription_id": sub,
+            "effective_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        if terms:
+            e.update(
+                currency="USD",
+                interval="month",
+                items=[{"plan_id": "team", "unit_amount": price, "quantity": quantity}],
+            )
+        return e
+
+    out.append(event("subscribe", f"{account_id}-main", True, seats, "12.00"))
+    active = True
+    while len(out) < events:
+        at += timedelta(seconds=rng.randint(3600, 3 * 3600))
+        roll = rng.random()
+        if not active:
+            out.append(event("reactivate", f"{account_id}-main", False, 0, ""))
+            active = True
+        elif roll < 0.002:
+            out.append(event("cancel", f"{account_id}-main", False, 0, ""))
+            active = False
+        elif roll < 0.01:
+            extra_active = not extra_active
+            kind = "subscribe" if extra_active else "cancel"
+            out.append(event(kind, f"{account_id}-addon", extra_active, 1, "25.00"))
+        else:
+            seats = max(1, seats + rng.choice((-2, -1, 1, 1, 2, 3)))
+            out.append(event("change", f"{account_id}-main", True, seats, "12.00"))
+    return out

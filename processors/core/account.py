@@ -74,14 +74,15 @@ def classify(before: int, after: int, ever_active: bool) -> MovementType | None:
     return "expansion" if after > before else "contraction"
 
 
-def _fold(
+def fold(
     account_id: str,
     events: Iterable[Fact],
     subscriptions: dict[str, Subscription],
     mrr: dict[str, int],
     ever_active: set[str],
 ) -> list[Movement]:
-    """Apply sorted events onto mutable copies of the end state; return the movements they cause."""
+    """Apply sorted events onto the given state (mutated in place); return the movements they cause.
+    The stream folds from a checkpoint in the middle of an account's history, the replay from empty."""
     movements: list[Movement] = []
     for instant, group in groupby(events, key=attrgetter("instant")):
         before = dict(mrr)
@@ -129,6 +130,19 @@ def _fold(
     return movements
 
 
+def correction(old: Sequence[Movement], new: Sequence[Movement]) -> tuple[list[Movement], list[Movement]]:
+    """What changes when the movements in effect `old` become `new`: the movements to retract, and the
+    movements to add, each naming (in `corrects`) the retracted ids of its currency."""
+    old_ids = {m.movement_id for m in old}
+    new_ids = {m.movement_id for m in new}
+    retracted = [m for m in old if m.movement_id not in new_ids]
+    replaced: dict[str, tuple[str, ...]] = {}
+    for m in retracted:
+        replaced[m.currency] = (*replaced.get(m.currency, ()), m.movement_id)
+    added = [m._replace(corrects=replaced.get(m.currency, ())) for m in new if m.movement_id not in old_ids]
+    return retracted, added
+
+
 def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
     """Fold new facts (any order, duplicates allowed) into an account's state."""
     known = {f.event_id: f for f in state.events}
@@ -155,25 +169,15 @@ def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
     if last is None or new_events[0].instant > last:
         # On time: continue the fold from the end state; nothing already published changes.
         subscriptions, mrr, ever = dict(state.subscriptions), dict(state.mrr), set(state.ever_active)
-        added = _fold(state.account_id, new_events, subscriptions, mrr, ever)
+        added = fold(state.account_id, new_events, subscriptions, mrr, ever)
         all_events = state.events + tuple(new_events)
         movements = state.movements + tuple(added)
     else:
         # Late: refold the whole history and publish the difference as a correction.
         all_events = tuple(sorted((*state.events, *new_events)))
         subscriptions, mrr, ever = {}, {}, set()
-        movements = tuple(_fold(state.account_id, all_events, subscriptions, mrr, ever))
-        old_ids = {m.movement_id for m in state.movements}
-        new_ids = {m.movement_id for m in movements}
-        retracted = [m for m in state.movements if m.movement_id not in new_ids]
-        replaced: dict[str, tuple[str, ...]] = {}
-        for m in retracted:
-            replaced[m.currency] = (*replaced.get(m.currency, ()), m.movement_id)
-        added = [
-            m._replace(corrects=replaced.get(m.currency, ()))
-            for m in movements
-            if m.movement_id not in old_ids
-        ]
+        movements = tuple(fold(state.account_id, all_events, subscriptions, mrr, ever))
+        retracted, added = correction(state.movements, movements)
     new_state = AccountState(
         account_id=state.account_id,
         events=all_events,

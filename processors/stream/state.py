@@ -1,0 +1,589 @@
+"""What the stream keeps per account, in pieces of bounded size, and how one batch changes them.
+
+Pure: no Kafka, no Redis, no clock. The store is anything with `get(key) -> bytes | None`; a batch returns
+the writes to make, in order, and the records to publish once those writes are durable.
+
+Keys (bytes). Every key starts with the account id, and the parts after it follow a NUL byte, so a
+partitioner that hashes a key up to its first NUL puts all of an account's keys in the account's partition:
+
+* `A`, the root: version, last offset applied per source topic, next record seq, the last chunk, the
+  current MRR, the events and superseded keys of the last commit, the outbox's parts;
+* `A\\0c\\0{start}\\0{ver}`, a chunk: the facts with instant in [start, next chunk's start), the fold
+  state at `start` and the previous chunk's ref; its facts take at most CHUNK_FACT_BYTES plus one instant's;
+* `A\\0i\\0{event_id}`, an index entry: instant and fingerprint of an applied event, so deduplication
+  never loads history;
+* `A\\0o\\0{ver}\\0{k}`, the outbox: records of commit `ver`, at most OUTBOX_PART_BYTES a part, kept
+  until the next batch of the account (the batch that sent them has been acknowledged by then).
+
+Chunks are immutable: a commit that changes one writes it again under a new version, and, since each chunk
+names its predecessor, rewrites every later chunk too (a late event refolds from its own chunk onward; an
+on-time event changes only the last chunk). A month always starts a new chunk and a chunk whose facts
+outgrow `CHUNK_FACT_BYTES` is split at an instant boundary, so no value grows with the account's age.
+
+Crash safety rests on one property of the changelog: writes to one partition land in the order they were
+sent, so a crash leaves a prefix of them (aiokafka keeps one batch in flight per partition). A commit writes
+its new chunks and its outbox, then the root, then the index entries and the deletions of what it
+superseded. Hence: a root that landed has all its chunks; chunks without their root are unreachable; an
+index entry that landed has its root; a root whose index entries did not land still lists those events
+(`recent`), and the next commit writes them again. The caller sends the records only once the writes are
+acknowledged, so a record never leaves for a state that could be lost, and a redelivered arrival (at an
+offset at or below the one the root has applied) resends the outbox instead of computing anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
+from typing import Any, NamedTuple, Protocol
+
+from processors.core.account import Subscription, correction, fold
+from processors.core.fact import Fact, instant_of, utc_of
+from processors.core.intake import Rejection
+from processors.core.movement import Movement, retraction_of
+
+FORMAT = 2  # bump when the layout changes; a reader refuses what it does not know
+CHUNK_FACT_BYTES = 8_192  # a chunk whose facts outgrow this is split (at an instant boundary)
+COMMIT_EVENTS = 64  # new events per commit: bounds a root's `recent` list
+OUTBOX_PART_BYTES = 32_768
+SEP = b"\x00"
+CONFLICT = Rejection("event_id", "already used by an event with different content")
+
+
+class Store(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+def record_id(account_id: str, seq: int) -> str:
+    """The idempotency key of a record on the movements topic."""
+    return f"{account_id}:{seq}"
+
+
+def partition_key(key: bytes) -> bytes:
+    """The part of a table key that decides its partition: the account id."""
+    return key.split(SEP, 1)[0]
+
+
+def _key(account_id: str, *parts: str) -> bytes:
+    return SEP.join([account_id.encode(), *(p.encode() for p in parts)])
+
+
+def root_key(account_id: str) -> bytes:
+    return account_id.encode()
+
+
+def chunk_key(account_id: str, ref: Ref) -> bytes:
+    return _key(account_id, "c", str(ref.start), str(ref.ver))
+
+
+def index_key(account_id: str, event_id: str) -> bytes:
+    return _key(account_id, "i", event_id)
+
+
+def outbox_key(account_id: str, ver: int, part: int) -> bytes:
+    return _key(account_id, "o", str(ver), str(part))
+
+
+class Ref(NamedTuple):
+    start: int  # the chunk's first instant
+    ver: int  # the commit that wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The fold state at an instant."""
+
+    subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
+    mrr: Mapping[str, int] = field(default_factory=dict)
+    ever_active: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    start: int
+    ver: int
+    prev: Ref | None
+    checkpoint: Checkpoint
+    facts: tuple[Fact, ...]
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.start, self.ver)
+
+
+class Seen(NamedTuple):
+    event_id: str
+    instant: int
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    ver: int = 0
+    offsets: Mapping[str, int] = field(default_factory=dict)  # source topic -> last offset applied
+    seq: int = 0  # the next record's sequence number: record_id = f"{account_id}:{seq}"
+    last: Ref | None = None
+    mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last fact
+    recent: tuple[Seen, ...] = ()  # events this commit added (at most COMMIT_EVENTS)
+    garbage: tuple[bytes, ...] = ()  # keys this commit superseded, deleted after it (and again by the next)
+    outbox: tuple[tuple[int, int], ...] = ()  # (ver, parts) holding the records of the last batch
+    redis_from: int | None = None  # earliest chunk start whose view the last batch changed
+
+
+class Arrival(NamedTuple):
+    source: str  # the topic it was read from (an account lives in one partition of each)
+    offset: int
+    fact: Fact
+
+
+class Published(NamedTuple):
+    seq: int
+    movement: Movement
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkView:
+    """One chunk's movements in effect: what the Redis view keeps per chunk."""
+
+    start: int
+    movements: tuple[Movement, ...]
+
+    @property
+    def month(self) -> str:
+        return month_of(self.start)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What one batch of an account's arrivals does."""
+
+    root: Root
+    writes: tuple[tuple[bytes, bytes | None], ...]  # in order; None deletes
+    publish: tuple[Published, ...]  # to send once the writes are acknowledged
+    resend: tuple[bytes, ...]  # outbox records of a batch redelivered after a crash
+    conflicts: tuple[int, ...]  # indexes into the arrivals: event_id reused with other content
+    chunks: tuple[ChunkView, ...]  # chunks whose movements changed
+    applied: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.writes)
+
+
+# -- months ------------------------------------------------------------------------------------------
+
+
+def month_of(instant: int) -> str:
+    at = utc_of(instant)
+    return f"{at.year:04d}-{at.month:02d}"
+
+
+def month_start(instant: int) -> int:
+    at = utc_of(instant)
+    return instant_of(datetime(at.year, at.month, 1, tzinfo=UTC))
+
+
+# -- encoding ----------------------------------------------------------------------------------------
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _checkpoint_doc(cp: Checkpoint) -> list[Any]:
+    subs = {sid: [s.currency, s.terms_mrr, s.active] for sid, s in cp.subscriptions.items()}
+    return [subs, dict(cp.mrr), sorted(cp.ever_active)]
+
+
+def _checkpoint(doc: list[Any]) -> Checkpoint:
+    subs, mrr, ever = doc
+    return Checkpoint(
+        {sid: Subscription(c, t, a) for sid, (c, t, a) in subs.items()}, dict(mrr), frozenset(ever)
+    )
+
+
+def encode_chunk(chunk: Chunk) -> bytes:
+    return _dumps(
+        {
+            "v": FORMAT,
+            "s": chunk.start,
+            "w": chunk.ver,
+            "p": list(chunk.prev) if chunk.prev else None,
+            "c": _checkpoint_doc(chunk.checkpoint),
+            "f": [
+                [f.instant, f.event_id, f.subscription_id, f.kind, f.currency, f.mrr, f.fingerprint]
+                for f in chunk.facts
+            ],
+        }
+    )
+
+
+def decode_chunk(account_id: str, data: bytes) -> Chunk:
+    doc = json.loads(data)
+    if doc.get("v") != FORMAT:
+        raise ValueError(f"unknown chunk format {doc.get('v')!r}")
+    prev = doc["p"]
+    return Chunk(
+        doc["s"],
+        doc["w"],
+        Ref(*prev) if prev else None,
+        _checkpoint(doc["c"]),
+        tuple(Fact(i, e, account_id, s, k, c, m, fp) for i, e, s, k, c, m, fp in doc["f"]),
+    )
+
+
+def encode_root(root: Root) -> bytes:
+    return _dumps(
+        {
+            "v": FORMAT,
+            "ver": root.ver,
+            "off": dict(root.offsets),
+            "seq": root.seq,
+            "last": list(root.last) if root.last else None,
+            "mrr": dict(root.mrr),
+            "new": [list(s) for s in root.recent],
+            "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
+            "ob": [list(o) for o in root.outbox],
+            "rf": root.redis_from,
+        }
+    )
+
+
+def decode_root(data: bytes) -> Root:
+    doc = json.loads(data)
+    if doc.get("v") != FORMAT:
+        raise ValueError(f"unknown root format {doc.get('v')!r}")
+    return Root(
+        doc["ver"],
+        doc["off"],
+        doc["seq"],
+        Ref(*doc["last"]) if doc["last"] else None,
+        doc["mrr"],
+        tuple(Seen(*s) for s in doc["new"]),
+        tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
+        tuple((v, n) for v, n in doc["ob"]),
+        doc["rf"],
+    )
+
+
+def _index_value(seen: Seen) -> bytes:
+    return f"{seen.instant} {seen.fingerprint}".encode()
+
+
+def _fact_bytes(fact: Fact) -> int:
+    """The encoded size of a fact in a chunk, near enough to bound chunks by."""
+    return len(fact.event_id.encode()) + len(fact.subscription_id.encode()) + 64
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+class Reader:
+    """Decodes an account's values from the store; chunks are immutable, so decoded ones are kept."""
+
+    def __init__(self, store: Store, cache: dict[bytes, Chunk] | None = None) -> None:
+        self.store = store
+        self.cache: dict[bytes, Chunk] = {} if cache is None else cache
+
+    def root(self, account_id: str) -> Root:
+        data = self.store.get(root_key(account_id))
+        return Root() if data is None else decode_root(data)
+
+    def chunk(self, account_id: str, ref: Ref) -> Chunk:
+        key = chunk_key(account_id, ref)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        data = self.store.get(key)
+        if data is None:
+            raise LookupError(f"account {account_id}: chunk {ref} is missing from the table")
+        chunk = decode_chunk(account_id, data)
+        self.cache[key] = chunk
+        return chunk
+
+    def chain(self, account_id: str, root: Root, since: int | None) -> list[Chunk]:
+        """The chunks from the one holding instant `since` (or the first) to the last, in order."""
+        out: list[Chunk] = []
+        ref = root.last
+        while ref is not None:
+            chunk = self.chunk(account_id, ref)
+            out.append(chunk)
+            if since is not None and chunk.start <= since:
+                break
+            ref = chunk.prev
+        out.reverse()
+        return out
+
+    def seen(self, account_id: str, event_id: str) -> Seen | None:
+        data = self.store.get(index_key(account_id, event_id))
+        if data is None:
+            return None
+        instant, fingerprint = data.decode().split(" ")
+        return Seen(event_id, int(instant), fingerprint)
+
+    def outbox(self, account_id: str, root: Root) -> list[bytes]:
+        records: list[bytes] = []
+        for ver, parts in root.outbox:
+            for part in range(parts):
+                data = self.store.get(outbox_key(account_id, ver, part))
+                if data is not None:
+                    records += [r.encode() for r in json.loads(data)]
+        return records
+
+
+# -- folding -----------------------------------------------------------------------------------------
+
+
+def _split(facts: Sequence[Fact]) -> list[list[Fact]]:
+    """Consecutive runs of at most CHUNK_FACT_BYTES, cut only between instants."""
+    runs: list[list[Fact]] = [[]]
+    size = 0
+    for _, group in groupby(facts, key=attrgetter("instant")):
+        facts_at = list(group)
+        grow = sum(_fact_bytes(f) for f in facts_at)
+        if runs[-1] and size + grow > CHUNK_FACT_BYTES:
+            runs.append([])
+            size = 0
+        runs[-1] += facts_at
+        size += grow
+    return runs
+
+
+def layout(starts: Iterable[int], facts: Sequence[Fact]) -> list[tuple[int, list[Fact]]]:
+    """Sorted facts into chunks: the existing chunk starts are kept, every month with facts starts with a
+    chunk at its first instant, and an oversized chunk is split."""
+    bounds = sorted(set(starts) | {month_start(f.instant) for f in facts})
+    grouped: dict[int, list[Fact]] = {}
+    for fact in facts:
+        start = bounds[bisect.bisect_right(bounds, fact.instant) - 1]
+        grouped.setdefault(start, []).append(fact)
+    out: list[tuple[int, list[Fact]]] = []
+    for start in sorted(grouped):
+        runs = _split(grouped[start])
+        out.append((start, runs[0]))
+        out += [(run[0].instant, run) for run in runs[1:]]
+    return out
+
+
+def _fold_chunks(
+    account_id: str, base: Checkpoint, chunks: Sequence[tuple[int, Sequence[Fact]]]
+) -> tuple[list[tuple[Checkpoint, list[Movement]]], Checkpoint]:
+    subs, mrr, ever = dict(base.subscriptions), dict(base.mrr), set(base.ever_active)
+    out: list[tuple[Checkpoint, list[Movement]]] = []
+    for _, facts in chunks:
+        at_start = Checkpoint(dict(subs), dict(mrr), frozenset(ever))
+        out.append((at_start, fold(account_id, facts, subs, mrr, ever)))
+    return out, Checkpoint(subs, mrr, frozenset(ever))
+
+
+def chunk_views(reader: Reader, account_id: str, root: Root, since: int | None) -> list[ChunkView]:
+    """The movements in effect of every chunk from the one holding `since` (None: all) to the last."""
+    views = []
+    for chunk in reader.chain(account_id, root, since):
+        folded, _ = _fold_chunks(account_id, chunk.checkpoint, [(chunk.start, chunk.facts)])
+        views.append(ChunkView(chunk.start, tuple(folded[0][1])))
+    return views
+
+
+@dataclass
+class _Commit:
+    root: Root
+    writes: list[tuple[bytes, bytes | None]]
+    retracted: list[Movement]
+    added: list[Movement]
+    views: list[ChunkView]
+    redis_from: int
+
+
+def _commit(reader: Reader, account_id: str, root: Root, facts: list[Fact], ver: int) -> _Commit:
+    """Fold new facts (unique, not seen before) into the account's chunks as commit `ver`."""
+    first = facts[0].instant
+    chain = reader.chain(account_id, root, first)
+    if chain and chain[0].start <= first:
+        base, prev = chain[0].checkpoint, chain[0].prev
+    else:  # before the first chunk, or the account's first facts
+        base, prev = Checkpoint(), None
+    old_facts = [f for chunk in chain for f in chunk.facts]
+    old_folded, _ = _fold_chunks(account_id, base, [(c.start, c.facts) for c in chain])
+    new_layout = layout([c.start for c in chain], sorted([*old_facts, *facts]))
+    new_folded, end = _fold_chunks(account_id, base, new_layout)
+
+    old_by_start = {c.start: (c, folded[1]) for c, folded in zip(chain, old_folded, strict=True)}
+    writes: list[tuple[bytes, bytes | None]] = []
+    views: list[ChunkView] = []
+    kept: set[Ref] = set()
+    for (start, chunk_facts), (checkpoint, movements) in zip(new_layout, new_folded, strict=True):
+        old = old_by_start.get(start)
+        candidate = Chunk(start, ver, prev, checkpoint, tuple(chunk_facts))
+        if (
+            old is not None
+            and old[0].prev == prev
+            and old[0].facts == candidate.facts
+            and old[0].checkpoint == checkpoint
+        ):
+            prev = old[0].ref
+            kept.add(prev)
+        else:
+            writes.append((chunk_key(account_id, candidate.ref), encode_chunk(candidate)))
+            prev = candidate.ref
+        if old is None or [m.movement_id for m in old[1]] != [m.movement_id for m in movements]:
+            views.append(ChunkView(start, tuple(movements)))
+    old_movements = [m for _, movements in old_folded for m in movements]
+    new_movements = [m for _, movements in new_folded for m in movements]
+    retracted, added = correction(old_movements, new_movements)
+    garbage = tuple(chunk_key(account_id, c.ref) for c in chain if c.ref not in kept)
+    new_root = Root(
+        ver=ver,
+        offsets=root.offsets,
+        seq=root.seq,
+        last=prev,
+        mrr={c: v for c, v in end.mrr.items()},
+        recent=tuple(Seen(f.event_id, f.instant, f.fingerprint) for f in facts),
+        garbage=garbage,
+        outbox=root.outbox,
+        redis_from=root.redis_from,
+    )
+    redis_from = min((v.start for v in views), default=new_layout[-1][0])
+    return _Commit(new_root, writes, retracted, added, views, redis_from)
+
+
+def _outbox_parts(records: Sequence[str]) -> list[list[str]]:
+    parts: list[list[str]] = [[]]
+    size = 0
+    for record in records:
+        grow = len(record.encode()) + 3
+        if parts[-1] and size + grow > OUTBOX_PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(record)
+        size += grow
+    return parts
+
+
+def process(
+    reader: Reader,
+    account_id: str,
+    arrivals: Sequence[Arrival],
+    render: Callable[[str, Published], str],
+    index_confirmed: bool = False,
+) -> Update:
+    """Apply one account's arrivals (in the order read: offset order within each source) to its state.
+
+    `render` turns a published movement into the record text sent (and kept in the outbox).
+    `index_confirmed`: this process wrote the root and saw its writes acknowledged; otherwise a crash may
+    have lost the index entries and deletions that follow a root, and they are written again.
+    """
+    before = root = reader.root(account_id)
+    writes: list[tuple[bytes, bytes | None]] = []
+    if not index_confirmed:
+        writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
+        writes += [(key, None) for key in root.garbage]
+
+    # Classify every arrival: redelivered (its offset was applied before), a conflict, a duplicate or new.
+    batch_seen: dict[str, Seen] = {}
+    recent = {s.event_id: s for s in root.recent}
+    conflicts: list[int] = []
+    replayed = duplicates = 0
+    new: list[tuple[int, Arrival]] = []  # (position in arrivals, arrival) of new facts
+    for position, arrival in enumerate(arrivals):
+        fact = arrival.fact
+        redelivered = arrival.offset <= before.offsets.get(arrival.source, -1)
+        replayed += redelivered
+        seen = (
+            batch_seen.get(fact.event_id)
+            or recent.get(fact.event_id)
+            or reader.seen(account_id, fact.event_id)
+        )
+        if seen is not None and seen.fingerprint != fact.fingerprint:
+            conflicts.append(position)
+        elif seen is not None:
+            duplicates += not redelivered
+        elif not redelivered:
+            batch_seen[fact.event_id] = Seen(fact.event_id, fact.instant, fact.fingerprint)
+            new.append((position, arrival))
+
+    # A redelivery after a crash: what the last batch sent may be lost; send it again, keep it in the
+    # outbox until this batch is acknowledged, and rewrite what it changed in Redis.
+    resend = reader.outbox(account_id, before) if replayed else []
+    outbox: list[tuple[int, int]] = list(before.outbox) if replayed else []
+    stale_outbox = (
+        []
+        if replayed
+        else [outbox_key(account_id, v, part) for v, parts in before.outbox for part in range(parts)]
+    )
+    redis_from: int | None = before.redis_from if replayed else None
+    publish: list[Published] = []
+    views: dict[int, ChunkView] = {}
+    if replayed and before.redis_from is not None:
+        # (read before this batch's commits: their chunks are not in the store yet; they replace these)
+        views = {v.start: v for v in chunk_views(reader, account_id, before, before.redis_from)}
+
+    def offsets_through(position: int) -> dict[str, int]:
+        offsets = dict(before.offsets)
+        for arrival in arrivals[: position + 1]:
+            offsets[arrival.source] = max(offsets.get(arrival.source, -1), arrival.offset)
+        return offsets
+
+    commits = [new[i : i + COMMIT_EVENTS] for i in range(0, len(new), COMMIT_EVENTS)]
+    for n, group in enumerate(commits):
+        ver = root.ver + 1
+        commit = _commit(reader, account_id, root, sorted(a.fact for _, a in group), ver)
+        records: list[str] = []
+        seq = root.seq
+        for movement in (*(retraction_of(m) for m in commit.retracted), *commit.added):
+            published = Published(seq, movement)
+            publish.append(published)
+            records.append(render(account_id, published))
+            seq += 1
+        parts = _outbox_parts(records) if records else []
+        writes += [(outbox_key(account_id, ver, i), _dumps(part)) for i, part in enumerate(parts)]
+        if parts:
+            outbox.append((ver, len(parts)))
+        for view in commit.views:
+            views[view.start] = view
+        redis_from = commit.redis_from if redis_from is None else min(redis_from, commit.redis_from)
+        # The last commit also covers the duplicates and conflicts after the last new fact.
+        through = len(arrivals) - 1 if n == len(commits) - 1 else group[-1][0]
+        root = replace(
+            commit.root,
+            offsets=offsets_through(through),
+            seq=seq,
+            outbox=tuple(outbox),
+            redis_from=redis_from,
+        )
+        writes += commit.writes
+        writes.append((root_key(account_id), encode_root(root)))
+        writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
+        writes += [(key, None) for key in (*root.garbage, *stale_outbox)]
+        stale_outbox = []
+    offsets = offsets_through(len(arrivals) - 1)
+    if not new and offsets != dict(before.offsets):
+        # Only duplicates, conflicts or redeliveries: remember the offsets, so a redelivery is recognised.
+        root = replace(
+            root,
+            ver=root.ver + 1,
+            offsets=offsets,
+            recent=(),
+            garbage=(),
+            outbox=tuple(outbox),
+            redis_from=redis_from,
+        )
+        writes.append((root_key(account_id), encode_root(root)))
+        writes += [(key, None) for key in stale_outbox]
+    return Update(
+        root=root,
+        writes=tuple(writes),
+        publish=tuple(publish),
+        resend=tuple(resend),
+        conflicts=tuple(conflicts),
+        chunks=tuple(views[s] for s in sorted(views)),
+        applied=len(new),
+        duplicates=duplicates,
+        replayed=replayed,
+    )

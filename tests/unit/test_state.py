@@ -1,0 +1,317 @@
+"""The stream's per-account state in bounded pieces: equal to the core's replay whatever the arrival
+order and batching, crash-safe at any instant, and bounded in size whatever the account's age."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.core.account import AccountState, apply
+from processors.core.aggregates import MonthTotals, monthly_totals
+from processors.core.fact import Fact, fact_of
+from processors.core.intake import parse_event
+from processors.core.movement import to_record
+from processors.generate import HistoryGenerator, arrange, busy_account, parse_month
+from processors.stream.state import (
+    CHUNK_FACT_BYTES,
+    Arrival,
+    Published,
+    Reader,
+    Update,
+    chunk_key,
+    chunk_views,
+    decode_chunk,
+    decode_root,
+    encode_chunk,
+    encode_root,
+    process,
+    record_id,
+)
+from schemas.billing_event import BillingEvent
+from schemas.movement import MovementRecord
+from tests.factories import fx
+
+SOURCE = "events"
+
+
+def render(account_id: str, published: Published) -> str:
+    return to_record(published.movement, record_id(account_id, published.seq)).model_dump_json()
+
+
+class Table(dict[bytes, bytes]):
+    """An in-memory table: what Faust's store holds after replaying the changelog."""
+
+    def apply(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        for key, value in writes:
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
+
+
+def facts_of(lines: list[str]) -> list[Fact]:
+    out = []
+    for line in lines:
+        parsed = parse_event(line)
+        if isinstance(parsed, BillingEvent):
+            out.append(fact_of(parsed))
+    return out
+
+
+def history(seed: int, accounts: int = 20, conflicts: int = 3) -> list[Fact]:
+    events = HistoryGenerator(accounts, 8, seed, parse_month("2025-01")).events()
+    facts = facts_of(arrange(events, seed, shuffle=True, duplicates=0.15, late=0.3))
+    rng = random.Random(seed)
+    for _ in range(conflicts):  # an event_id reused with other content
+        victim = rng.choice(facts)
+        facts.insert(rng.randrange(len(facts) + 1), victim._replace(fingerprint="0" * 20, mrr=victim.mrr + 1))
+    return facts
+
+
+def expected(facts: Sequence[Fact]) -> dict[str, AccountState]:
+    by_account: dict[str, list[Fact]] = {}
+    for f in facts:
+        by_account.setdefault(f.account_id, []).append(f)
+    return {a: apply(AccountState(a), fs).state for a, fs in by_account.items()}
+
+
+def group(arrivals: Sequence[Arrival]) -> dict[str, list[Arrival]]:
+    grouped: dict[str, list[Arrival]] = {}
+    for a in arrivals:
+        grouped.setdefault(a.fact.account_id, []).append(a)
+    return grouped
+
+
+def totals_of(records: dict[str, str]) -> dict[tuple[str, str], MonthTotals]:
+    movements = [MovementRecord.model_validate_json(r) for r in records.values()]
+    sums = monthly_totals(movements)  # type: ignore[arg-type]  # records carry the movement fields
+    return {k: t for k, t in sums.items() if t != MonthTotals()}
+
+
+def check_state(table: Table, facts: Sequence[Fact]) -> None:
+    reader = Reader(table)
+    for account, state in expected(facts).items():
+        root = reader.root(account)
+        views = chunk_views(reader, account, root, None)
+        assert [m for v in views for m in v.movements] == list(state.movements)
+        assert dict(root.mrr) == dict(state.mrr)
+
+
+def test_on_time_events_write_only_the_last_chunk_and_publish_once() -> None:
+    table = Table()
+    a = fx("subscribe", at="2025-01-01T00:00:00Z")
+    first = process(Reader(table), "acct-1", [Arrival(SOURCE, 0, a)], render)
+    table.apply(first.writes)
+    assert [p.movement.type for p in first.publish] == ["new"]
+    b = fx("upgrade", at="2025-01-20T00:00:00Z", amount="150.00")
+    second = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, b)], render, index_confirmed=True)
+    table.apply(second.writes)
+    assert [(p.seq, p.movement.type) for p in second.publish] == [(1, "expansion")]
+    chunk_writes = [k for k, v in second.writes if b"\x00c\x00" in k and v is not None]
+    assert len(chunk_writes) == 1
+    assert [k for k, v in second.writes if v is None and b"\x00c\x00" in k] == [
+        k for k, v in first.writes if b"\x00c\x00" in k
+    ]
+
+
+def test_duplicate_publishes_nothing_and_conflict_is_named() -> None:
+    table = Table()
+    a = fx("subscribe", event_id="same", at="2025-01-01T00:00:00Z")
+    table.apply(process(Reader(table), "acct-1", [Arrival(SOURCE, 0, a)], render).writes)
+    clash = fx("subscribe", event_id="same", at="2025-03-01T00:00:00Z", amount="1.00")
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, a), Arrival(SOURCE, 2, clash)], render)
+    assert update.publish == () and update.duplicates == 1 and update.conflicts == (1,)
+
+
+def test_late_event_publishes_a_correction_from_its_month_on() -> None:
+    table = Table()
+    events = [
+        fx("subscribe", at="2025-01-01T00:00:00Z"),
+        fx("upgrade", at="2025-03-01T00:00:00Z", amount="120.00"),
+        fx("upgrade", at="2025-05-01T00:00:00Z", amount="130.00"),
+    ]
+    for offset, e in enumerate(events):
+        table.apply(process(Reader(table), "acct-1", [Arrival(SOURCE, offset, e)], render).writes)
+    late = fx("downgrade", at="2025-04-01T00:00:00Z", amount="90.00")
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 3, late)], render)
+    kinds = [(p.movement.record, p.movement.type, p.movement.month) for p in update.publish]
+    assert kinds == [
+        ("retraction", "expansion", "2025-05"),
+        ("movement", "contraction", "2025-04"),
+        ("movement", "expansion", "2025-05"),
+    ]
+    assert {v.month for v in update.chunks} == {"2025-04", "2025-05"}
+    table.apply(update.writes)
+    check_state(table, [*events, late])
+
+
+def test_redelivery_resends_the_outbox_and_computes_nothing() -> None:
+    table = Table()
+    a = fx("subscribe", at="2025-01-01T00:00:00Z")
+    late = fx("downgrade", at="2024-12-01T00:00:00Z", amount="90.00")
+    table.apply(process(Reader(table), "acct-1", [Arrival(SOURCE, 0, a)], render).writes)
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, late)], render)
+    table.apply(update.writes)
+    again = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, late)], render)
+    assert again.replayed == 1 and again.publish == ()
+    # after a restart only the index entries and deletions that follow a root are written again
+    assert all(b"\x00i\x00" in key or value is None for key, value in again.writes)
+    assert again.resend == tuple(render("acct-1", p).encode() for p in update.publish)
+    assert {v.start for v in again.chunks} == {v.start for v in update.chunks}
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40))
+def test_any_order_and_batching_equal_the_replay(seed: int, largest_batch: int) -> None:
+    facts = history(seed)
+    rng = random.Random(seed)
+    table, records = Table(), {}
+    arrivals = [Arrival(SOURCE, offset, f) for offset, f in enumerate(facts)]
+    conflicts = 0
+    while arrivals:
+        n = rng.randint(1, largest_batch)
+        batch, arrivals = arrivals[:n], arrivals[n:]
+        for account, items in group(batch).items():
+            update = process(Reader(table), account, items, render, index_confirmed=rng.random() < 0.5)
+            table.apply(update.writes)
+            conflicts += len(update.conflicts)
+            for p in update.publish:
+                rid = record_id(account, p.seq)
+                assert rid not in records
+                records[rid] = render(account, p)
+    states = expected(facts)
+    core_conflicts = sum(
+        len(apply(AccountState(a), [f for f in facts if f.account_id == a]).conflicts) for a in states
+    )
+    assert conflicts == core_conflicts
+    assert totals_of(records) == monthly_totals(m for s in states.values() for m in s.movements)
+    check_state(table, facts)
+
+
+@dataclass
+class Broker:
+    """One partition of everything: the input, the changelog (durable writes, in order) and the movements
+    topic (durable records). A crash loses what had not landed: a suffix of the changelog writes in flight,
+    any subset of the records in flight."""
+
+    changelog: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    records: list[tuple[str, str]] = field(default_factory=list)
+    committed: int = 0
+
+    def table(self) -> Table:
+        table = Table()
+        table.apply(self.changelog)
+        return table
+
+
+def run_with_crashes(facts: list[Fact], rng: random.Random, crashes: int) -> Broker:
+    broker = Broker()
+    arrivals = [Arrival(SOURCE, offset, f) for offset, f in enumerate(facts)]
+    crash_budget = crashes
+    while True:
+        table = broker.table()  # a restart rebuilds the table from the changelog
+        cache: dict[bytes, object] = {}
+        confirmed: dict[str, int] = {}
+        position = broker.committed
+        crashed = False
+        while position < len(arrivals):
+            batch = arrivals[position : position + rng.randint(1, 8)]
+            writes: list[tuple[bytes, bytes | None]] = []
+            updates: list[tuple[str, Update]] = []
+            reader = Reader(table, cache)  # type: ignore[arg-type]
+            for account, items in group(batch).items():
+                root_ver = Reader(table).root(account).ver
+                update = process(reader, account, items, render, confirmed.get(account) == root_ver)
+                # the stage applies each account's writes before the next account (same partition)
+                table.apply(update.writes)
+                for key, _ in update.writes:
+                    cache.pop(key, None)
+                writes += update.writes
+                updates.append((account, update))
+            if crash_budget and rng.random() < 0.25:  # kill -9 while the writes are in flight
+                # anywhere, or (the delicate spot) right after a root, before its index entries
+                after_root = [i + 1 for i, (key, _) in enumerate(writes) if b"\x00" not in key]
+                cut = rng.choice(after_root) if after_root and rng.random() < 0.5 else None
+                broker.changelog += writes[: rng.randint(0, len(writes)) if cut is None else cut]
+                crash_budget -= 1
+                crashed = True
+                break
+            broker.changelog += writes  # flushed: every write acknowledged
+            sends = [
+                (record_id(account, p.seq), render(account, p)) for account, u in updates for p in u.publish
+            ]
+            sends += [(json.loads(r)["record_id"], r.decode()) for _, u in updates for r in u.resend]
+            if crash_budget and rng.random() < 0.25:  # kill -9 while the records are in flight
+                broker.records += [s for s in sends if rng.random() < 0.5]
+                crash_budget -= 1
+                crashed = True
+                break
+            broker.records += sends
+            for account, u in updates:
+                confirmed[account] = u.root.ver
+            position += len(batch)
+            if rng.random() < 0.5 or position == len(arrivals):  # Faust commits now and then
+                broker.committed = position
+        if not crashed:
+            return broker
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 8))
+def test_crashes_at_any_instant_neither_lose_nor_double_count(seed: int, crashes: int) -> None:
+    facts = history(seed, accounts=10)
+    broker = run_with_crashes(facts, random.Random(seed), crashes)
+    published: dict[str, str] = {}
+    for rid, record in broker.records:
+        assert published.setdefault(rid, record) == record, f"{rid} was published with two contents"
+    states = expected(facts)
+    assert totals_of(published) == monthly_totals(m for s in states.values() for m in s.movements)
+    table = broker.table()
+    check_state(table, facts)
+    # nothing unreachable stays behind but what one crash can orphan
+    reachable: set[bytes] = set()
+    reader = Reader(table)
+    for account in states:
+        reachable |= {chunk_key(account, c.ref) for c in reader.chain(account, reader.root(account), None)}
+    chunks = {k for k in table if b"\x00c\x00" in k}
+    assert len(chunks - reachable) <= 3 * crashes
+
+
+def test_a_busy_account_stays_bounded_and_equal_to_the_replay() -> None:
+    events = busy_account("busy", 4_000, 7, parse_month("2023-01"))
+    lines = arrange(events, 7, late=0.02, late_days=60)
+    facts = facts_of(lines)
+    table = Table()
+    largest = 0
+    confirmed = -1
+    records: dict[str, str] = {}
+    for offset, fact in enumerate(facts):
+        update = process(Reader(table), "busy", [Arrival(SOURCE, offset, fact)], render, confirmed >= 0)
+        table.apply(update.writes)
+        confirmed = update.root.ver
+        largest = max([largest, *(len(v) for _, v in update.writes if v is not None)])
+        records.update((record_id("busy", p.seq), render("busy", p)) for p in update.publish)
+    assert largest <= 64 * 1024
+    # a chunk holds at most CHUNK_FACT_BYTES of facts plus one instant's
+    assert max(len(v) for k, v in table.items() if b"\x00c\x00" in k) < 2 * CHUNK_FACT_BYTES
+    check_state(table, facts)
+    states = expected(facts)
+    assert totals_of(records) == monthly_totals(states["busy"].movements)
+
+
+def test_codecs_round_trip() -> None:
+    table = Table()
+    facts = history(3, accounts=5)
+    for offset, f in enumerate(facts):
+        table.apply(process(Reader(table), f.account_id, [Arrival(SOURCE, offset, f)], render).writes)
+    for key, value in table.items():
+        account = key.split(b"\x00")[0].decode()
+        if b"\x00" not in key:
+            assert encode_root(decode_root(value)) == value
+        elif b"\x00c\x00" in key:
+            assert encode_chunk(decode_chunk(account, value)) == value
