@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="mrr:", description="every key the stream writes starts with this")
     prometheus_url: str = "http://127.0.0.1:19090"
     metrics_port: int = 9108
-    metrics_addr: str = Field(default="0.0.0.0", description="address the worker's /metrics listens on")
+    metrics_addr: str = Field(
+        default="127.0.0.1",
+        description="address the worker's /metrics listens on (0.0.0.0 for every interface, as in compose)",
+    )
     api_port: int = 8080
     api_addr: str = Field(default="127.0.0.1", description="address the API and page listen on")
 

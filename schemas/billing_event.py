@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 EventType = Literal["subscribe", "upgrade", "downgrade", "change", "cancel", "reactivate", "pause", "resume"]
 Interval = Literal["day", "week", "month", "quarter", "year"]
@@ -16,11 +26,66 @@ TERMS_REQUIRED: frozenset[str] = frozenset({"subscribe", "upgrade", "downgrade",
 TERMS_OPTIONAL: frozenset[str] = frozenset({"reactivate", "resume"})
 _TERM_FIELDS = ("currency", "interval", "items")
 
-# Money travels as a JSON string so that it never passes through a binary float.
-Amount = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,6})?$", strict=True)]
-Percent = Annotated[str, StringConstraints(pattern=r"^\d{1,3}(\.\d{1,4})?$", strict=True)]
-NonEmptyId = Annotated[str, StringConstraints(min_length=1, max_length=128, strict=True)]
+# Months per interval as a fraction (numerator, denominator): a year is 1/12 of its price per month.
+# Here because the contract bounds an event's MRR (below); processors/core/mrr.py computes MRR with it.
+MONTHLY_FACTOR: dict[str, tuple[int, int]] = {
+    "day": (365, 12),
+    "week": (52, 12),
+    "month": (1, 1),
+    "quarter": (1, 3),
+    "year": (1, 12),
+}
+
+# Bounds. Every figure the project derives from an event must stay exact wherever it is kept: Python ints
+# (exact at any size); Redis, where the contribution script's Lua numbers are doubles, exact for integers
+# only up to 2**53 = 9,007,199,254,740,992, holding cents summed per (month, currency) over accounts; and
+# Prometheus, float64 in currency units (cents below 2**53, divided by 100, still identify the cent).
+# Each bound lies far beyond real billing: beyond it, values crashed the worker or could lose cents at scale.
+#
+# Largest MRR of one subscription = the gross MRR cap, MAX_MRR = 10,000,000.00 a month = 10**9 cents
+# (discounts only lower it; the one half-even rounding of a value <= 10**9 cents stays <= 10**9).
+# Times 10**6 subscriptions: 10**15 cents, 9.007 times below 2**53, the rest being headroom for a month's
+# flows (expansions and contractions of the same MRR) summed into one bucket.
+# The cap is needed: without it one item of unit_amount 999,999,999,999.999999 billed daily is
+# 3.04 * 10**15 cents a month (3 such subscriptions pass 2**53), and 100 items of quantity 10**9 reach
+# 3.04 * 10**26 cents.
+MAX_MRR = 10_000_000  # currency units a month, per subscription, before discounts
+MAX_QUANTITY = 10**9
+MAX_INTERVAL_COUNT = 1000
+MAX_ITEMS = 100
+MAX_ID_LENGTH = 128
+# effective_at, as a UTC instant: [1970-01-01T00:00:00Z, 3000-01-01T00:00:00Z). So every month is a
+# four-digit YYYY-MM from 1970-01 to 2999-12, every instant converts to UTC (datetime's year 1 and 9999
+# with an offset overflow), and one stray date adds at most 12,360 month rows rather than 120,000.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+END = datetime(3000, 1, 1, tzinfo=UTC)
+_RANGE = "from 1970-01-01T00:00:00Z to before 3000-01-01T00:00:00Z in UTC (years 1970 to 2999)"
+
+_MICRO = 1_000_000
+
+# Money travels as a JSON string so that it never passes through a binary float. [0-9], never \d: \d is
+# any Unicode digit ("١٠" would be 10). The Rust regex engine (set on the models) anchors $ at the very end
+# (Python's re would also let "10\n" through).
+Amount = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?$", strict=True)]
+Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}(\.[0-9]{1,4})?$", strict=True)]
+NonEmptyId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strict=True)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", strict=True)]
+
+
+def _in_range(at: datetime) -> datetime:
+    # Compared as instants (aware datetimes compare in UTC without building one, so no overflow).
+    if not EARLIEST <= at < END:
+        raise PydanticCustomError("effective_at_range", f"must be {_RANGE}")
+    return at
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_range)]
+
+
+def micro(amount: str) -> int:
+    """A decimal string of the contract (at most six places) as an exact integer count of millionths."""
+    whole, _, frac = amount.partition(".")
+    return int(whole) * _MICRO + (int(frac.ljust(6, "0")) if frac else 0)
 
 
 class FieldError(ValueError):
@@ -35,20 +100,30 @@ class FieldError(ValueError):
 class _Contract(BaseModel):
     # strict: a JSON number is never coerced to a string or a timestamp, "3" never to an int.
     # extra="ignore": tax_amount, one_time_fees and fields of later versions are accepted and ignored.
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+    # rust-regex (pydantic's default, pinned here): $ is the end of the text, [0-9] and [A-Z] are ASCII.
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", regex_engine="rust-regex")
 
 
 class Item(_Contract):
     plan_id: NonEmptyId
-    unit_amount: Amount = Field(description="Price per billing interval, a decimal string.")
-    quantity: int = Field(default=1, ge=0)
+    unit_amount: Amount = Field(
+        description="Price per billing interval, a decimal string of ASCII digits: up to 12 before the "
+        "point and 6 after."
+    )
+    quantity: int = Field(
+        default=1, ge=0, le=MAX_QUANTITY, description=f"An integer from 0 to {MAX_QUANTITY:,}."
+    )
 
 
 class Discount(_Contract):
     """A recurring discount: percent_off applies first, then amount_off per billing interval."""
 
-    percent_off: Percent | None = None
-    amount_off: Amount | None = None
+    percent_off: Percent | None = Field(
+        default=None, description="0 to 100, a decimal string with up to 4 places."
+    )
+    amount_off: Amount | None = Field(
+        default=None, description="Per billing interval, a decimal string like unit_amount."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Discount:
@@ -57,18 +132,47 @@ class Discount(_Contract):
         return self
 
 
+_BOUNDS = (
+    "Billing event contract v1, one JSON object per event. Bounds, so that every figure derived from it "
+    "stays exact in Redis (doubles) and Prometheus (float64) for up to 10**6 subscriptions: effective_at "
+    f"{_RANGE}; 1 to {MAX_ITEMS} items; quantity 0 to {MAX_QUANTITY:,}; "
+    f"interval_count 1 to {MAX_INTERVAL_COUNT:,}; "
+    "the gross MRR of the terms, sum(unit_amount * quantity) times months per interval (day 365/12, "
+    "week 52/12, month 1, quarter 1/3, year 1/12) divided by interval_count, before discounts, at most "
+    f"{MAX_MRR:,}.00 (rejected naming items)."
+)
+
+
 class BillingEvent(_Contract):
+    """Billing event contract v1 (its bounds: _BOUNDS, shown in the exported JSON Schema)."""
+
+    model_config = ConfigDict(json_schema_extra={"description": _BOUNDS})
+
     event_id: NonEmptyId = Field(
         description="Deduplication key: a repeated id with the same content is a no-op."
     )
     type: EventType
     account_id: NonEmptyId
     subscription_id: NonEmptyId
-    effective_at: AwareDatetime = Field(description="RFC 3339 timestamp with an offset (Z or +hh:mm).")
+    effective_at: Instant = Field(
+        description=f"RFC 3339 timestamp with an offset (Z or +hh:mm), {_RANGE}: the instant counts, "
+        "not the local date."
+    )
     currency: Currency | None = None
     interval: Interval | None = None
-    interval_count: int = Field(default=1, ge=1)
-    items: list[Item] | None = Field(default=None, min_length=1)
+    interval_count: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_INTERVAL_COUNT,
+        description=f"Intervals per billing period, 1 to {MAX_INTERVAL_COUNT:,}.",
+    )
+    items: list[Item] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description=f"1 to {MAX_ITEMS} items. Their gross MRR, sum(unit_amount * quantity) normalised to a "
+        f"month and divided by interval_count, before discounts, is at most {MAX_MRR:,}.00.",
+    )
     discount: Discount | None = None
     trial: bool = False
 
@@ -83,6 +187,17 @@ class BillingEvent(_Contract):
             if given and len(given) != len(_TERM_FIELDS):
                 missing = next(n for n in _TERM_FIELDS if getattr(self, n) is None)
                 raise FieldError(missing, f"required when a {self.type} event restates the terms")
+        if self.items is not None and self.interval is not None:
+            # Exact: gross millionths per interval * months per interval <= MAX_MRR millionths * count.
+            gross = sum(micro(item.unit_amount) * item.quantity for item in self.items)
+            num, den = MONTHLY_FACTOR[self.interval]
+            if gross * num > MAX_MRR * _MICRO * den * self.interval_count:
+                cents = -(-gross * num * 100 // (_MICRO * den * self.interval_count))  # rounded up
+                raise FieldError(
+                    "items",
+                    f"gross MRR {cents // 100:,}.{cents % 100:02d} a month (sum of unit_amount * quantity, "
+                    f"before discounts) is above the contract's maximum of {MAX_MRR:,}.00 per subscription",
+                )
         return self
 
     @property

@@ -22,10 +22,16 @@ from processors.core.aggregates import period_months, rollup
 from processors.settings import Settings
 from processors.sinks.redis_view import LATEST_KEPT, RedisView
 from schemas.aggregate import MonthlyAggregate
+from schemas.billing_event import MAX_ID_LENGTH
 from schemas.money import format_cents
 
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Parameters are ASCII: [0-9], never \d or str.isdigit() (true for "²" and "١٢"); matched with fullmatch,
+# never ^...$ ($ also matches before a final newline).
+MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])", re.ASCII)
+CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+LIMIT = re.compile(r"[0-9]{1,9}", re.ASCII)  # at most 9 digits: int() never sees a huge string
+STATIC_NAME = re.compile(r"[A-Za-z0-9_-]+\.(js|css)", re.ASCII)
+DEFAULT_LIMIT = 50
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 REQUESTS: web.AppKey[Counter] = web.AppKey("requests", Counter)
@@ -50,18 +56,52 @@ def _dump(rows: list[MonthlyAggregate]) -> list[dict[str, Any]]:
     return [row.model_dump(mode="json") for row in rows]
 
 
-def _month_param(request: web.Request, name: str) -> str | None:
-    value = request.query.get(name)
-    if value is not None and not MONTH.match(value):
-        raise BadRequest(name, f"{value!r} is not a month; use YYYY-MM")
+# The parsers: pure functions of the raw text (None when absent), raising BadRequest naming the parameter.
+
+
+def _shown(value: str) -> str:
+    """The value as quoted in a message, cut short: a client's megabyte is not echoed back."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def parse_month(name: str, value: str | None) -> str | None:
+    if value is not None and not MONTH.fullmatch(value):
+        raise BadRequest(name, f"{_shown(value)} is not a month; use YYYY-MM")
     return value
+
+
+def parse_currency(value: str | None) -> str | None:
+    if value is not None and not CURRENCY.fullmatch(value):
+        raise BadRequest("currency", f"{_shown(value)} is not an ISO 4217 code such as USD")
+    return value
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= LATEST_KEPT:
+        raise BadRequest("limit", f"{_shown(value)} is not a whole number from 1 to {LATEST_KEPT}")
+    return int(value)
+
+
+def parse_account_id(value: str) -> str:
+    # Any account id the contract accepts (non-empty, at most MAX_ID_LENGTH characters, any script);
+    # nothing else can name an account, and a lone surrogate could not even be sent to Redis.
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise BadRequest("account_id", f"has {len(value)} characters; an account id has 1 to {MAX_ID_LENGTH}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("account_id", "is not valid UTF-8 text") from None
+    return value
+
+
+def _month_param(request: web.Request, name: str) -> str | None:
+    return parse_month(name, request.query.get(name))
 
 
 def _currency_param(request: web.Request) -> str | None:
-    value = request.query.get("currency")
-    if value is not None and not CURRENCY.match(value):
-        raise BadRequest("currency", f"{value!r} is not an ISO 4217 code such as USD")
-    return value
+    return parse_currency(request.query.get("currency"))
 
 
 @web.middleware
@@ -144,7 +184,7 @@ async def periods(request: web.Request) -> web.Response:
 
 
 async def account(request: web.Request) -> web.Response:
-    account_id = request.match_info["account_id"]
+    account_id = parse_account_id(request.match_info["account_id"])
     view = request.app[VIEW]
     movements = await view.account_movements(account_id)
     if movements is None:
@@ -160,10 +200,8 @@ async def account(request: web.Request) -> web.Response:
 
 
 async def latest_movements(request: web.Request) -> web.Response:
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= LATEST_KEPT:
-        raise BadRequest("limit", f"{raw!r} is not a whole number from 1 to {LATEST_KEPT}")
-    records = await request.app[VIEW].latest(int(raw))
+    limit = parse_limit(request.query.get("limit"))
+    records = await request.app[VIEW].latest(limit)
     return _json({"movements": [m.model_dump(mode="json") for m in records]})
 
 
@@ -203,10 +241,9 @@ async def page(_: web.Request) -> web.Response:
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     types = {"js": "application/javascript", "css": "text/css"}
-    kind = name.rsplit(".", 1)[-1]
-    if kind not in types or "/" in name or not (STATIC / name).is_file():
+    if not STATIC_NAME.fullmatch(name) or not (STATIC / name).is_file():
         raise web.HTTPNotFound()
-    return web.Response(text=(STATIC / name).read_text(), content_type=types[kind])
+    return web.Response(text=(STATIC / name).read_text(), content_type=types[name.rsplit(".", 1)[-1]])
 
 
 async def not_found(_: web.Request) -> web.Response:

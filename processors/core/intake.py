@@ -35,10 +35,14 @@ def _describe(error: Any) -> tuple[str, str]:
         ("amount", "amount_off")
     ):
         message = (
-            'must be a non-negative decimal string with up to 6 places such as "49.00" (never a JSON number)'
+            "must be a non-negative decimal string of ASCII digits, up to 12 before the point and up to "
+            '6 places, such as "49.00" (never a JSON number)'
         )
     elif error["type"] in ("string_pattern_mismatch", "string_type") and loc.endswith("percent_off"):
-        message = 'must be a decimal string with up to 4 places such as "12.5" (never a JSON number)'
+        message = (
+            'must be a decimal string of ASCII digits with up to 4 places such as "12.5" '
+            "(never a JSON number)"
+        )
     elif error["type"] == "string_pattern_mismatch" and loc == "currency":
         message = "must be an ISO 4217 code of three uppercase letters such as USD"
     return (loc or RECORD), message

@@ -6,19 +6,12 @@ and leave as integer cents, rounded half-even; everything downstream adds and su
 
 from __future__ import annotations
 
-from schemas.billing_event import BillingEvent
+# MONTHLY_FACTOR (months per interval) lives with the contract, which bounds an event's MRR with it.
+from schemas.billing_event import MONTHLY_FACTOR, BillingEvent
 
 MICRO = 1_000_000
 # 100 percent expressed in 1/10,000ths of a percent, the finest unit percent_off allows.
 _FULL_PERCENT = 1_000_000
-# Months per interval as a fraction (numerator, denominator): a year is 1/12 of its price per month.
-MONTHLY_FACTOR: dict[str, tuple[int, int]] = {
-    "day": (365, 12),
-    "week": (52, 12),
-    "month": (1, 1),
-    "quarter": (1, 3),
-    "year": (1, 12),
-}
 
 
 def round_half_even(numerator: int, denominator: int) -> int:

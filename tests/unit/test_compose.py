@@ -93,3 +93,19 @@ def test_grafana_dashboard_queries_what_the_project_exports() -> None:
         for target in panel["targets"]:
             names = set(re.findall(r"\b(mrr[:_][a-z0-9_:]+)", target["expr"]))
             assert names and names <= exported | recorded, (panel["title"], names - exported - recorded)
+
+
+def test_metrics_and_api_listen_on_every_interface_only_in_compose() -> None:
+    # By default the worker's /metrics and the API listen on 127.0.0.1 only; in a container they must
+    # answer Prometheus (worker:9108, api:8080) and the published ports, so compose says so explicitly.
+    assert Settings.model_fields["metrics_addr"].default == "127.0.0.1"
+    assert Settings.model_fields["api_addr"].default == "127.0.0.1"
+    services = compose()["services"]
+    assert services["worker"]["environment"]["MRR_METRICS_ADDR"] == "0.0.0.0"
+    assert services["api"]["environment"]["MRR_API_ADDR"] == "0.0.0.0"
+    fields = {f"MRR_{name.upper()}" for name in Settings.model_fields}
+    assert set(services["api"]["environment"]) <= fields
+    scraped = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in scraped["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    port = services["worker"]["environment"]["MRR_METRICS_PORT"]
+    assert {f"worker:{port}", f"api:{services['api']['environment']['MRR_API_PORT']}"} <= targets
