@@ -68,7 +68,13 @@ _MICRO = 1_000_000
 # (Python's re would also let "10\n" through).
 Amount = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?$", strict=True)]
 Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}(\.[0-9]{1,4})?$", strict=True)]
-NonEmptyId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strict=True)]
+# No control characters: the stream's table keys put an account's parts after a NUL byte.
+NonEmptyId = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$", strict=True
+    ),
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", strict=True)]
 
 

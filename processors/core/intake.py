@@ -43,6 +43,8 @@ def _describe(error: Any) -> tuple[str, str]:
             'must be a decimal string of ASCII digits with up to 4 places such as "12.5" '
             "(never a JSON number)"
         )
+    elif error["type"] == "string_pattern_mismatch" and loc.endswith("_id"):
+        message = "must not contain control characters"
     elif error["type"] == "string_pattern_mismatch" and loc == "currency":
         message = "must be an ISO 4217 code of three uppercase letters such as USD"
     return (loc or RECORD), message
