@@ -33,7 +33,14 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=2000, description="events per take() batch")
     batch_seconds: float = Field(default=0.05, description="longest wait to fill a batch")
     refresh_seconds: float = Field(default=0.5, description="how often Redis rows and gauges are refreshed")
-    table_store: str = Field(default="memory://", description="Faust table store, e.g. rocksdict://")
+    table_store: str = Field(
+        default="memory://",
+        description="Faust table store: memory:// (rebuilt from the changelog at start) or rocksdict:// "
+        "(on disk under data_dir; a restart reads only the changelog's newer records)",
+    )
+    data_dir: Path | None = Field(
+        default=None, description="where a rocksdict store keeps its files (Faust's default: ./{app_id}-data)"
+    )
     input_topic: str = "billing-events"
     movements_topic: str = "mrr-movements"
     dlq_topic: str = "billing-events-dlq"

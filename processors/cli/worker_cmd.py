@@ -25,10 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from processors.stream.kafka import ensure_topics
 
     settings = Settings()
-    asyncio.run(ensure_topics(settings, internal=True))
+    input_partitions = asyncio.run(ensure_topics(settings, internal=True))
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr=settings.metrics_addr)
-    app = create_app(settings, metrics)
+    app = create_app(settings, metrics, input_partitions)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
     # Faust's terminal spinner sets the root logger to DEBUG to spin on every record: every debug line
     # of aiokafka and Faust was then built and formatted (measured: a tenth of the worker's time).

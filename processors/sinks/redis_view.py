@@ -1,4 +1,4 @@
-"""The Redis view of the stream: idempotent, so at-least-once delivery never double counts.
+r"""The Redis view of the stream: idempotent, so at-least-once delivery never double counts.
 
 Key layout (every key starts with the configured prefix, `mrr:` by default; money as decimal strings):
 
@@ -9,15 +9,19 @@ Key layout (every key starts with the configured prefix, `mrr:` by default; mone
 | `mrr:current` | hash | `{CUR}:mrr` current MRR, `{CUR}:customers` |
 | `mrr:account:{account_id}` | hash | `{CUR}` current MRR of the account; `_version` |
 | `mrr:totals:{YYYY-MM}:{CUR}` | hash | integer sums behind the rows: cents by movement type, counts |
-| `mrr:contrib:{account_id}` | hash | that account's share of the totals; `_v` its version |
+| `mrr:buckets` | set | `{YYYY-MM}:{CUR}` of every totals hash |
+| `mrr:contrib:{account_id}:{start}` | hash | one chunk's share of the totals (`{CUR}|{field}`), `_v` |
+| `mrr:moves:{account_id}:{start}` | string | JSON array of one chunk's movements in effect |
+| `mrr:chunks:{account_id}` | sorted set | the account's chunk starts (score: the start, µs since the epoch) |
 | `mrr:version` | string | bumped on every change of the totals |
 | `mrr:rejected` | set | `topic:partition:offset` of every dead letter (SCARD counts them once) |
-| `mrr:account_movements:{account_id}` | string | JSON array of the account's movements in effect |
 | `mrr:latest` | list | latest movement records, newest first (500 at most; a crash may repeat one) |
 
-Each account's contribution to the totals is *replaced*, never added: a Lua script swaps the stored
-contribution for the new one and applies the difference, and ignores a version older than the stored one.
-Writing the same account twice (a redelivery, a replay after a crash, a resync) changes nothing.
+A chunk is a piece of one account's history within one month (processors/stream/state.py): a batch writes
+only the chunks whose movements changed, so what a batch writes never grows with the account's age. Each
+chunk's contribution to the totals is *replaced*, never added: a Lua script swaps the stored contribution
+for the new one and applies the difference, and ignores a version older than the stored one. Writing the
+same chunk twice (a redelivery, a replay after a crash, a resync) changes nothing.
 """
 
 from __future__ import annotations
@@ -32,28 +36,25 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from processors.core.aggregates import MonthKey, MonthTotals, monthly_aggregates, monthly_totals
+from processors.core.fact import instant_of
 from processors.core.movement import Movement, to_record
+from processors.stream.state import ChunkView, month_start
 from schemas.aggregate import MonthlyAggregate
 from schemas.money import format_cents
 from schemas.movement import MovementRecord
 
 _TOTAL_FIELDS = tuple(f.name for f in fields(MonthTotals))
 LATEST_KEPT = 500
+ACCOUNT_MOVEMENTS_KEPT = 5_000  # at most this many of an account's movements in one API answer
 
-# KEYS: none (totals keys depend on the data; this is for a single Redis, not a cluster).
-# ARGV: prefix, account_id, version, movements JSON, n_mrr, then n_mrr (currency, "12.34") pairs, then
-# (field, cents) pairs
-_REPLACE = """
-local p, acct, version = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ckey = p .. 'contrib:' .. acct
+# ARGV: prefix, account_id, version, start, month, movements JSON, then (CUR|field, integer) pairs
+_REPLACE_CHUNK = """
+local p, acct, version, start, month = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local ckey = p .. 'contrib:' .. acct .. ':' .. start
 local stored = tonumber(redis.call('HGET', ckey, '_v') or '-1')
 if stored >= version then return 0 end
-redis.call('SET', p .. 'account_movements:' .. acct, ARGV[4])
-local n_mrr = tonumber(ARGV[5])
-local akey = p .. 'account:' .. acct
-redis.call('DEL', akey)
-redis.call('HSET', akey, '_version', version)
-for i = 6, 5 + 2 * n_mrr, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
+redis.call('SET', p .. 'moves:' .. acct .. ':' .. start, ARGV[6])
+redis.call('ZADD', p .. 'chunks:' .. acct, tonumber(start), start)
 local delta = {}
 local old = redis.call('HGETALL', ckey)
 for i = 1, #old, 2 do
@@ -61,7 +62,7 @@ for i = 1, #old, 2 do
 end
 redis.call('DEL', ckey)
 redis.call('HSET', ckey, '_v', version)
-for i = 6 + 2 * n_mrr, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local f, v = ARGV[i], tonumber(ARGV[i + 1])
   delta[f] = (delta[f] or 0) + v
   redis.call('HSET', ckey, f, ARGV[i + 1])
@@ -69,7 +70,7 @@ end
 local changed = 0
 for f, d in pairs(delta) do
   if d ~= 0 then
-    local month, cur, name = string.match(f, '^([^|]+)|([^|]+)|(.+)$')
+    local cur, name = string.match(f, '^([^|]+)|(.+)$')
     redis.call('HINCRBY', p .. 'totals:' .. month .. ':' .. cur, name, string.format('%d', d))
     redis.call('SADD', p .. 'buckets', month .. ':' .. cur)
     changed = 1
@@ -79,28 +80,47 @@ if changed == 1 then redis.call('INCR', p .. 'version') end
 return 1
 """
 
+# ARGV: prefix, account_id, version, then (CUR, "12.34") pairs
+_REPLACE_ACCOUNT = """
+local akey = ARGV[1] .. 'account:' .. ARGV[2]
+local stored = tonumber(redis.call('HGET', akey, '_version') or '-1')
+if stored >= tonumber(ARGV[3]) then return 0 end
+redis.call('DEL', akey)
+redis.call('HSET', akey, '_version', ARGV[3])
+for i = 4, #ARGV, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+def contribution(movements: Iterable[Movement]) -> dict[str, int]:
+    """A chunk's share of the totals: "CUR|field" -> integer (its movements are all in one month)."""
+    return {
+        f"{cur}|{name}": value
+        for (_, cur), totals in monthly_totals(movements).items()
+        for name in _TOTAL_FIELDS
+        if (value := getattr(totals, name))
+    }
+
 
 @dataclass(frozen=True, slots=True)
 class AccountView:
+    """What one batch changed of one account: its current MRR and the chunks whose movements changed."""
+
     account_id: str
     version: int
     mrr: Mapping[str, int]
-    contribution: Mapping[str, int]  # "month|CUR|field" -> integer
-    movements_json: str = "[]"
+    chunks: Sequence[ChunkView] = ()
 
     @classmethod
     def of(
         cls, account_id: str, version: int, mrr: Mapping[str, int], movements: Iterable[Movement]
     ) -> AccountView:
-        movements = list(movements)
-        contribution = {
-            f"{month}|{cur}|{name}": value
-            for (month, cur), totals in monthly_totals(movements).items()
-            for name in _TOTAL_FIELDS
-            if (value := getattr(totals, name))
-        }
-        records = [to_record(m).model_dump(mode="json") for m in movements]
-        return cls(account_id, version, dict(mrr), contribution, json.dumps(records, separators=(",", ":")))
+        """A whole account at once, one chunk per month (for tests and tools; the stream writes chunks)."""
+        by_month: dict[int, list[Movement]] = {}
+        for m in movements:
+            by_month.setdefault(month_start(instant_of(m.effective_at)), []).append(m)
+        chunks = [ChunkView(start, tuple(ms)) for start, ms in sorted(by_month.items())]
+        return cls(account_id, version, dict(mrr), chunks)
 
 
 # redis-py types every reply as bytes | str; with decode_responses=True they are str.
@@ -127,7 +147,8 @@ class RedisView:
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
         self.prefix = prefix
-        self._replace = self.client.register_script(_REPLACE)
+        self._replace_chunk = self.client.register_script(_REPLACE_CHUNK)
+        self._replace_account = self.client.register_script(_REPLACE_ACCOUNT)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -141,18 +162,23 @@ class RedisView:
         """One transactional pipeline for a whole batch: all of it lands, or none of it."""
         async with self.client.pipeline(transaction=True) as pipe:
             for view in accounts:
-                args: list[str | int] = [
-                    self.prefix,
-                    view.account_id,
-                    view.version,
-                    view.movements_json,
-                    len(view.mrr),
-                ]
+                for chunk in view.chunks:
+                    movements = [to_record(m).model_dump(mode="json") for m in chunk.movements]
+                    args: list[str | int] = [
+                        self.prefix,
+                        view.account_id,
+                        view.version,
+                        str(chunk.start),
+                        chunk.month,
+                        json.dumps(movements, separators=(",", ":")),
+                    ]
+                    for name, value in sorted(contribution(chunk.movements).items()):
+                        args += [name, value]
+                    await self._replace_chunk(keys=[], args=args, client=pipe)
+                mrr: list[str | int] = [self.prefix, view.account_id, view.version]
                 for currency, cents in sorted(view.mrr.items()):
-                    args += [currency, format_cents(cents)]
-                for name, value in sorted(view.contribution.items()):
-                    args += [name, value]
-                await self._replace(keys=[], args=args, client=pipe)
+                    mrr += [currency, format_cents(cents)]
+                await self._replace_account(keys=[], args=mrr, client=pipe)
             rejected = list(rejected)
             if rejected:
                 pipe.sadd(self.key("rejected"), *rejected)
@@ -223,11 +249,23 @@ class RedisView:
     async def current(self) -> dict[str, str]:
         return await _hash(self.client, self.key("current"))
 
-    async def account_movements(self, account_id: str) -> list[MovementRecord] | None:
-        raw = await self.client.get(self.key("account_movements", account_id))
-        if raw is None:
+    async def account_movements(
+        self, account_id: str, limit: int = ACCOUNT_MOVEMENTS_KEPT
+    ) -> list[MovementRecord] | None:
+        """The account's movements in effect, oldest first: the latest `limit` of them (whole chunks, read
+        newest first, so a long history costs only what is shown). None for an unknown account."""
+        if not await self.client.exists(self.key("account", account_id)):
             return None
-        return [MovementRecord.model_validate(m) for m in json.loads(raw)]
+        starts = cast(list[str], await self.client.zrevrange(self.key("chunks", account_id), 0, -1))
+        out: list[MovementRecord] = []
+        for i in range(0, len(starts), 50):
+            names = [self.key("moves", account_id, start) for start in starts[i : i + 50]]
+            for raw in cast(list[str | None], await self.client.mget(names)):
+                if raw:
+                    out[:0] = [MovementRecord.model_validate(m) for m in json.loads(raw)]
+            if len(out) >= limit:
+                break
+        return out[-limit:]
 
     async def latest(self, limit: int) -> list[MovementRecord]:
         """Newest first, each record_id once (a redelivery after a crash may have pushed one twice)."""

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from processors.core.intake import Rejection
 
 SOURCE_HEADER = "mrr.source"  # on the by-account topic: "topic:partition:offset" of the original record
-REJECTED_HEADER = "mrr.rejected"  # on the by-account topic: a marker counting a dead letter in Redis
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,11 +78,11 @@ def by_account_topic(settings: Settings) -> str:
     return f"{settings.app_id}-events-by-account"
 
 
-async def ensure_topics(settings: Settings, internal: bool = False) -> None:
+async def ensure_topics(settings: Settings, internal: bool = False) -> int:
     """Create the input, movements and dead-letter topics (and with internal=True the by-account topic)
     if they do not exist. A worker creates them all before Faust starts: when two workers start together,
     a group leader that assigns partitions while the other is still creating a topic leaves that topic
-    unassigned until the next metadata refresh, minutes later."""
+    unassigned until the next metadata refresh, minutes later. Returns the input topic's partition count."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -103,5 +103,7 @@ async def ensure_topics(settings: Settings, internal: bool = False) -> None:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
                 await admin.create_topics(wanted)
             await _wait_for_leaders(admin, [t.name for t in wanted])
+        described = await admin.describe_topics([settings.input_topic])
+        return len(described[0]["partitions"])
     finally:
         await admin.close()

@@ -471,17 +471,18 @@ def process(
     account_id: str,
     arrivals: Sequence[Arrival],
     render: Callable[[str, Published], str],
-    index_confirmed: bool = False,
+    confirmed_ver: int | None = None,
 ) -> Update:
     """Apply one account's arrivals (in the order read: offset order within each source) to its state.
 
     `render` turns a published movement into the record text sent (and kept in the outbox).
-    `index_confirmed`: this process wrote the root and saw its writes acknowledged; otherwise a crash may
-    have lost the index entries and deletions that follow a root, and they are written again.
+    `confirmed_ver`: the version of the account's root this process last wrote and saw acknowledged with
+    everything after it. Any other root may be one whose index entries and deletions a crash lost: they
+    are written again.
     """
     before = root = reader.root(account_id)
     writes: list[tuple[bytes, bytes | None]] = []
-    if not index_confirmed:
+    if confirmed_ver != root.ver:
         writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
         writes += [(key, None) for key in root.garbage]
 

@@ -61,11 +61,13 @@ def test_core_never_reads_the_clock_or_files() -> None:
     assert CLOCK_OR_FILES.search("x = datetime.now()") and not CLOCK_OR_FILES.search("d.timestamp()")
 
 
-def test_ledger_is_pure_too() -> None:
-    path = REPO_ROOT / "processors" / "stream" / "ledger.py"
+def test_state_layout_is_pure_too() -> None:
+    path = REPO_ROOT / "processors" / "stream" / "state.py"
     bad = {
         n
         for n in imports(path)
         if any(n == f or n.startswith(f + ".") for f in FORBIDDEN - {"processors.stream"})
     }
     assert not bad
+    found = CLOCK_OR_FILES.search(path.read_text())
+    assert found is None, f"state.py calls {found and found.group(0)}"

@@ -109,7 +109,7 @@ def test_on_time_events_write_only_the_last_chunk_and_publish_once() -> None:
     table.apply(first.writes)
     assert [p.movement.type for p in first.publish] == ["new"]
     b = fx("upgrade", at="2025-01-20T00:00:00Z", amount="150.00")
-    second = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, b)], render, index_confirmed=True)
+    second = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, b)], render, 0)
     table.apply(second.writes)
     assert [(p.seq, p.movement.type) for p in second.publish] == [(1, "expansion")]
     chunk_writes = [k for k, v in second.writes if b"\x00c\x00" in k and v is not None]
@@ -177,7 +177,7 @@ def test_any_order_and_batching_equal_the_replay(seed: int, largest_batch: int) 
         n = rng.randint(1, largest_batch)
         batch, arrivals = arrivals[:n], arrivals[n:]
         for account, items in group(batch).items():
-            update = process(Reader(table), account, items, render, index_confirmed=rng.random() < 0.5)
+            update = process(Reader(table), account, items, render, None)
             table.apply(update.writes)
             conflicts += len(update.conflicts)
             for p in update.publish:
@@ -225,8 +225,7 @@ def run_with_crashes(facts: list[Fact], rng: random.Random, crashes: int) -> Bro
             updates: list[tuple[str, Update]] = []
             reader = Reader(table, cache)  # type: ignore[arg-type]
             for account, items in group(batch).items():
-                root_ver = Reader(table).root(account).ver
-                update = process(reader, account, items, render, confirmed.get(account) == root_ver)
+                update = process(reader, account, items, render, confirmed.get(account))
                 # the stage applies each account's writes before the next account (same partition)
                 table.apply(update.writes)
                 for key, _ in update.writes:
@@ -288,10 +287,10 @@ def test_a_busy_account_stays_bounded_and_equal_to_the_replay() -> None:
     facts = facts_of(lines)
     table = Table()
     largest = 0
-    confirmed = -1
+    confirmed: int | None = None
     records: dict[str, str] = {}
     for offset, fact in enumerate(facts):
-        update = process(Reader(table), "busy", [Arrival(SOURCE, offset, fact)], render, confirmed >= 0)
+        update = process(Reader(table), "busy", [Arrival(SOURCE, offset, fact)], render, confirmed)
         table.apply(update.writes)
         confirmed = update.root.ver
         largest = max([largest, *(len(v) for _, v in update.writes if v is not None)])

@@ -1,0 +1,198 @@
+"""The fold stage: a batch of records in; the account state written, then the records it caused sent,
+then the Redis view written. Knows nothing of Faust: the table, the producer and the view are passed in
+(processors/stream/app.py wires them to Faust; the unit tests to in-memory fakes).
+
+Per batch, in this order:
+1. every record is routed (processors/stream/intake.py): dead letters and forwards are sent;
+2. each account's arrivals are applied (processors/stream/state.py) and its writes go to the table and its
+   changelog, in order, to the account's partition;
+3. once every changelog write is acknowledged, the movement records (and any outbox resent after a crash)
+   and the conflicts' dead letters are sent;
+4. once those are acknowledged, the Redis view is written (or, while Redis is down, the accounts waiting
+   for it are marked in the `redis-pending` table, which the refresh stage works off).
+A batch that raises has written nothing the next attempt cannot redo: the caller exits without commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.exceptions import RedisError
+
+from processors.core.intake import Rejection
+from processors.core.movement import to_record
+from processors.sinks.metrics import Metrics
+from processors.sinks.redis_view import AccountView
+from processors.stream import deadletter
+from processors.stream.deadletter import SOURCE_HEADER
+from processors.stream.intake import Fold, Forward, Record, Rejected, partition_for, route
+from processors.stream.state import CONFLICT, Arrival, Chunk, Published, Reader, Update, process, record_id
+
+log = logging.getLogger("mrr_stream")
+CACHE_CHUNKS = 100_000  # decoded chunks kept in memory (they are immutable, so never stale)
+PENDING_REJECTED = b"rejected"
+
+
+class Table(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+    async def write(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[object]:
+        """Set (or with None delete) a key in the store and send it to the changelog; the awaitable
+        completes when the changelog has it."""
+        ...
+
+
+class Producer(Protocol):
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> Awaitable[object]:
+        """Enqueue a record; the awaitable completes when the broker has it."""
+        ...
+
+
+class View(Protocol):
+    async def write(
+        self, accounts: Sequence[AccountView], rejected: Iterable[str] = (), latest: Sequence[str] = ()
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    input: str
+    by_account: str
+    movements: str
+    dlq: str
+
+
+def render(account_id: str, published: Published) -> str:
+    return to_record(published.movement, record_id(account_id, published.seq)).model_dump_json()
+
+
+class FoldStage:
+    def __init__(
+        self,
+        *,
+        table: Table,
+        pending: Table,
+        producer: Producer,
+        view: View,
+        metrics: Metrics,
+        topics: Topics,
+        partitions: int,
+        input_copartitioned: bool,
+    ) -> None:
+        self.table, self.pending, self.producer, self.view = table, pending, producer, view
+        self.metrics, self.topics, self.partitions = metrics, topics, partitions
+        direct = {topics.by_account, topics.input} if input_copartitioned else {topics.by_account}
+        self.direct_topics = frozenset(direct)
+        self.cache: dict[bytes, Chunk] = {}
+        self.confirmed: dict[str, int] = {}  # account -> root version written here and acknowledged
+
+    async def _dead_letter(self, record: Record, rejection: Rejection, conflict: bool) -> Awaitable[object]:
+        self.metrics.dead_letters.labels(rejection.field).inc()
+        self.metrics.events.labels("conflict" if conflict else "rejected").inc()
+        log.warning("dead letter %s: %s", record.source, rejection)
+        headers = deadletter.headers(rejection, record.source, conflict)
+        return await self.producer.send(self.topics.dlq, record.key, record.value, headers)
+
+    async def batch(self, records: Sequence[Record]) -> None:
+        sent: list[Awaitable[object]] = []
+        rejected: list[str] = []
+        by_account: dict[str, tuple[int, list[Arrival], list[Record]]] = {}
+        for record in records:
+            routed = route(record, self.partitions, self.direct_topics)
+            if isinstance(routed, Rejected):
+                sent.append(await self._dead_letter(record, routed.rejection, conflict=False))
+                rejected.append(str(record.source))
+            elif isinstance(routed, Forward):
+                sent.append(
+                    await self.producer.send(
+                        self.topics.by_account,
+                        routed.account_id.encode(),
+                        record.value,
+                        [(SOURCE_HEADER, str(record.source).encode())],
+                        partition_for(routed.account_id, self.partitions),
+                    )
+                )
+            else:
+                assert isinstance(routed, Fold)
+                entry = by_account.setdefault(routed.fact.account_id, (routed.partition, [], []))
+                entry[1].append(Arrival(record.topic, record.offset, routed.fact))
+                entry[2].append(record)
+
+        if len(self.cache) > CACHE_CHUNKS:
+            self.cache.clear()
+        reader = Reader(self.table, self.cache)
+        written: list[Awaitable[object]] = []
+        updates: list[tuple[str, Update, list[Record]]] = []
+        for account, (partition, arrivals, originals) in by_account.items():
+            update = process(reader, account, arrivals, render, self.confirmed.get(account))
+            for key, value in update.writes:
+                self.cache.pop(key, None)
+                written.append(await self.table.write(partition, key, value))
+            updates.append((account, update, originals))
+        await asyncio.gather(*written)  # the state is durable before anything it caused leaves
+
+        views: list[AccountView] = []
+        latest: list[str] = []
+        for account, update, originals in updates:
+            key = account.encode()
+            for published in update.publish:
+                text = render(account, published)
+                sent.append(await self.producer.send(self.topics.movements, key, text.encode()))
+                latest.append(text)
+                self.metrics.published(published.movement)
+            for raw in update.resend:
+                sent.append(await self.producer.send(self.topics.movements, key, raw))
+            for i in update.conflicts:
+                sent.append(await self._dead_letter(originals[i], CONFLICT, conflict=True))
+                rejected.append(str(originals[i].source))
+            self.metrics.events.labels("applied").inc(update.applied)
+            self.metrics.events.labels("duplicate").inc(update.duplicates)
+            self.metrics.events.labels("replayed").inc(update.replayed)
+            if update.replayed:
+                log.info(
+                    "account %s: %d arrivals redelivered after a restart, %d records sent again",
+                    account,
+                    update.replayed,
+                    len(update.resend),
+                )
+            if update.writes or update.replayed:
+                views.append(AccountView(account, update.root.ver, update.root.mrr, update.chunks))
+        await asyncio.gather(*sent)
+        for account, update, _ in updates:
+            self.confirmed[account] = update.root.ver
+        if len(self.confirmed) > CACHE_CHUNKS:
+            self.confirmed.clear()
+        await self.write_view(views, rejected, latest)
+
+    async def write_view(self, views: list[AccountView], rejected: list[str], latest: list[str]) -> None:
+        try:
+            await self.view.write(views, rejected=rejected, latest=latest)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis unavailable (%s); %d accounts wait for it", exc, len(views))
+            marks: list[Awaitable[object]] = []
+            for v in views:
+                key = v.account_id.encode()
+                since = min((c.start for c in v.chunks), default=None)
+                old = self.pending.get(key)
+                if old is not None and old != PENDING_REJECTED and old != b"-":
+                    since = int(old) if since is None else min(since, int(old))
+                value = b"-" if since is None else str(since).encode()
+                where = partition_for(v.account_id, self.partitions)
+                marks.append(await self.pending.write(where, key, value))
+            for source in rejected:
+                where = partition_for(source, self.partitions)
+                marks.append(await self.pending.write(where, source.encode(), PENDING_REJECTED))
+            await asyncio.gather(*marks)
