@@ -1,0 +1,177 @@
+"""The fold and refresh stages in-process, with in-memory stand-ins for the table, producer and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from processors.sinks.metrics import Metrics
+from processors.sinks.redis_view import RedisView
+from processors.stream.deadletter import SOURCE_HEADER
+from processors.stream.fold import FoldStage, Topics
+from processors.stream.intake import Record, partition_for
+from processors.stream.memory import MemoryProducer, MemoryTable, MemoryView
+from processors.stream.refresh import RefreshStage
+from processors.stream.state import Reader, chunk_views
+from tests.factories import raw
+
+TOPICS = Topics(input="in", by_account="by-account", movements="moves", dlq="dlq")
+PARTITIONS = 4
+
+
+class Harness:
+    def __init__(self, table: MemoryTable | None = None, copartitioned: bool = True) -> None:
+        self.table = table or MemoryTable()
+        self.pending = MemoryTable()
+        self.producer = MemoryProducer()
+        self.view = MemoryView()
+        self.offsets: dict[str, int] = {}
+        self.stage = FoldStage(
+            table=self.table,
+            pending=self.pending,
+            producer=self.producer,
+            view=self.view,
+            metrics=Metrics(CollectorRegistry()),
+            topics=TOPICS,
+            partitions=PARTITIONS,
+            input_copartitioned=copartitioned,
+        )
+
+    def record(self, event: dict[str, Any] | bytes, keyed: bool = True, topic: str = "in") -> Record:
+        value = event if isinstance(event, bytes) else json.dumps(event).encode()
+        account = event["account_id"] if isinstance(event, dict) else "x"
+        offset = self.offsets[topic] = self.offsets.get(topic, -1) + 1
+        partition = partition_for(account, PARTITIONS) if keyed else 0
+        return Record(topic, partition, offset, account.encode() if keyed else None, value)
+
+    def run(self, records: list[Record]) -> None:
+        asyncio.run(self.stage.batch(records))
+
+    def forwarded(self) -> list[Record]:
+        """What the by-account topic received, as the stage would read it back."""
+        out = []
+        for n, s in enumerate(self.producer.on(TOPICS.by_account)):
+            assert s.partition is not None
+            out.append(Record(TOPICS.by_account, s.partition, n, s.key, s.value, headers=s.headers))
+        return out
+
+    def mrr(self, account: str) -> dict[str, int]:
+        return dict(Reader(self.table).root(account).mrr)
+
+
+def test_an_account_keyed_record_is_folded_where_it_is() -> None:
+    h = Harness()
+    h.run([h.record(raw("subscribe", account="a1", amount="100.00"))])
+    assert h.producer.on(TOPICS.by_account) == []
+    assert h.mrr("a1") == {"USD": 10000}
+    [moved] = h.producer.on(TOPICS.movements)
+    assert moved.key == b"a1" and json.loads(moved.value or b"")["record_id"] == "a1:0"
+
+
+def test_unkeyed_records_are_forwarded_by_account_and_give_the_same_result() -> None:
+    events = [raw("subscribe", account=f"a{i}", amount=f"{10 + i}.00") for i in range(20)]
+    direct, forwarded = Harness(), Harness()
+    direct.run([direct.record(e) for e in events])
+    forwarded.run([forwarded.record(e, keyed=False) for e in events])
+    assert forwarded.producer.on(TOPICS.movements) == []
+    sent = forwarded.forwarded()
+    assert all(r.partition == partition_for(r.key.decode(), PARTITIONS) for r in sent if r.key)
+    assert sent[3].headers[SOURCE_HEADER] == b"in:0:3"
+    forwarded.run(sent)
+
+    def pieces(h: Harness) -> dict[bytes, bytes]:  # everything but the roots (they name their sources)
+        return {k: v for k, v in h.table.data.items() if b"\x00" in k}
+
+    assert pieces(forwarded) == pieces(direct)
+    for e in events:
+        a, b = Reader(forwarded.table).root(e["account_id"]), Reader(direct.table).root(e["account_id"])
+        assert (a.mrr, a.last, a.seq, a.offsets) == (b.mrr, b.last, b.seq, {"by-account": b.offsets["in"]})
+    assert [s.value for s in forwarded.producer.on(TOPICS.movements)] == [
+        s.value for s in direct.producer.on(TOPICS.movements)
+    ]
+
+
+def test_an_input_topic_partitioned_otherwise_is_always_forwarded() -> None:
+    h = Harness(copartitioned=False)
+    h.run([h.record(raw("subscribe", account="a1"))])
+    assert len(h.producer.on(TOPICS.by_account)) == 1 and h.mrr("a1") == {}
+
+
+def test_bad_records_and_conflicts_are_dead_lettered_with_their_reason() -> None:
+    h = Harness()
+    good = raw("subscribe", account="a1", event_id="e-1")
+    clash = {**good, "items": [{"plan_id": "p", "unit_amount": "1.00"}]}
+    records = [h.record(b"{not json"), h.record(good), h.record(clash)]
+    h.run(records)
+    letters = h.producer.on(TOPICS.dlq)
+    assert [s.headers["mrr.errors.field"] for s in letters] == [b"(record)", b"event_id"]
+    assert letters[1].headers["__connect.errors.exception.class.name"] == b"EventIdConflict"
+    assert letters[1].value == json.dumps(clash).encode()
+    [(_, rejected, _)] = h.view.writes
+    assert rejected == [str(records[0].source), str(records[2].source)]
+
+
+def test_state_is_acknowledged_before_any_record_it_caused_leaves() -> None:
+    journal: list[str] = []
+    h = Harness()
+    write, send = h.table.write, h.producer.send
+
+    async def logged_write(partition: int, key: bytes, value: bytes | None) -> Any:
+        journal.append("state")
+        return await write(partition, key, value)
+
+    async def logged_send(topic: str, *args: Any) -> Any:
+        journal.append(topic)
+        return await send(topic, *args)
+
+    h.table.write = logged_write  # type: ignore[method-assign]
+    h.producer.send = logged_send  # type: ignore[method-assign,assignment]
+    h.run([h.record(raw("subscribe", account=f"a{i}")) for i in range(5)])
+    assert journal.index(TOPICS.movements) > max(i for i, j in enumerate(journal) if j == "state")
+
+
+def test_a_redelivered_batch_resends_its_records_and_changes_nothing() -> None:
+    h = Harness()
+    late = raw("downgrade", account="a1", at="2025-01-10T00:00:00Z", amount="50.00")
+    records = [
+        h.record(raw("subscribe", account="a1", at="2025-01-01T00:00:00Z")),
+        h.record(raw("upgrade", account="a1", at="2025-02-01T00:00:00Z", amount="150.00")),
+    ]
+    h.run(records)
+    late_record = h.record(late)
+    h.run([late_record])
+    first = [json.loads(s.value or b"") for s in h.producer.on(TOPICS.movements)]
+    state = dict(h.table.data)
+    # kill -9 after the state landed: a new worker on the same table gets the last batch again
+    again = Harness(MemoryTable(dict(h.table.data)))
+    again.run([late_record])
+    resent = [json.loads(s.value or b"") for s in again.producer.on(TOPICS.movements)]
+    assert resent == first[-len(resent) :] and len(resent) == 3
+    assert {k: v for k, v in again.table.data.items()} == state
+    [(views, _, _)] = again.view.writes
+    assert views[0].chunks, "the chunks the lost batch changed are written to Redis again"
+
+
+def test_while_redis_is_down_accounts_wait_and_the_refresh_stage_catches_up() -> None:
+    h = Harness()
+    h.view.down = True
+    records = [h.record(raw("subscribe", account="a1")), h.record(b"[1]")]
+    h.run(records)
+    assert dict(h.pending.items()).keys() == {b"a1", str(records[1].source).encode()}
+    h.view.down = False
+    refresh = RefreshStage(
+        table=h.table,
+        pending=h.pending,
+        view=cast(RedisView, h.view),
+        metrics=Metrics(CollectorRegistry()),
+        partitions=PARTITIONS,
+    )
+    asyncio.run(refresh.catch_up())
+    [(views, rejected, _)] = h.view.writes
+    assert [v.account_id for v in views] == ["a1"] and rejected == [str(records[1].source)]
+    reader = Reader(h.table)
+    assert list(views[0].chunks) == chunk_views(reader, "a1", reader.root("a1"), None)
+    assert dict(h.pending.items()) == {}
