@@ -196,3 +196,4 @@ class FoldStage:
                 where = partition_for(source, self.partitions)
                 marks.append(await self.pending.write(where, source.encode(), PENDING_REJECTED))
             await asyncio.gather(*marks)
+            self.metrics.redis_pending.set(sum(1 for _ in self.pending.items()))

@@ -59,6 +59,7 @@ class RefreshStage:
             if version != self.rows_version and await self.view.refresh_rows():
                 self.rows_version = version
                 self.metrics.rows(await self.view.months())
-            self.metrics.redis_pending.set(len(dict(self.pending.items())))
         except (RedisError, OSError) as exc:
             log.debug("refresh skipped: %s", exc)
+        finally:
+            self.metrics.redis_pending.set(sum(1 for _ in self.pending.items()))

@@ -284,6 +284,17 @@ def _fact_bytes(fact: Fact) -> int:
 # -- reading -----------------------------------------------------------------------------------------
 
 
+class _Overlay:
+    """A store with a batch's writes not yet applied on top: a commit reads what the previous one wrote."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.pending[key] if key in self.pending else self.store.get(key)
+
+
 class Reader:
     """Decodes an account's values from the store; chunks are immutable, so decoded ones are kept."""
 
@@ -480,6 +491,8 @@ def process(
     everything after it. Any other root may be one whose index entries and deletions a crash lost: they
     are written again.
     """
+    overlay = _Overlay(reader.store)
+    reader = Reader(overlay, reader.cache)
     before = root = reader.root(account_id)
     writes: list[tuple[bytes, bytes | None]] = []
     if confirmed_ver != root.ver:
@@ -563,6 +576,7 @@ def process(
         writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
         writes += [(key, None) for key in (*root.garbage, *stale_outbox)]
         stale_outbox = []
+        overlay.pending.update(writes)
     offsets = offsets_through(len(arrivals) - 1)
     if not new and offsets != dict(before.offsets):
         # Only duplicates, conflicts or redeliveries: remember the offsets, so a redelivery is recognised.

@@ -303,6 +303,25 @@ def test_a_busy_account_stays_bounded_and_equal_to_the_replay() -> None:
     assert totals_of(records) == monthly_totals(states["busy"].movements)
 
 
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 10_000))
+def test_large_batches_of_one_account_take_several_commits(seed: int) -> None:
+    events = busy_account("busy", 1_500, seed, parse_month("2023-01"))
+    facts = facts_of(arrange(events, seed, late=0.05, late_days=60, duplicates=0.02))
+    rng = random.Random(seed)
+    table, records, offset, confirmed = Table(), {}, 0, None
+    while offset < len(facts):
+        n = rng.randint(1, 400)
+        arrivals = [Arrival(SOURCE, o, facts[o]) for o in range(offset, min(offset + n, len(facts)))]
+        update = process(Reader(table), "busy", arrivals, render, confirmed)
+        table.apply(update.writes)
+        confirmed = update.root.ver
+        records.update((record_id("busy", p.seq), render("busy", p)) for p in update.publish)
+        offset += n
+    check_state(table, facts)
+    assert totals_of(records) == monthly_totals(expected(facts)["busy"].movements)
+
+
 def test_codecs_round_trip() -> None:
     table = Table()
     facts = history(3, accounts=5)
