@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from processors.api.openapi import openapi
 from processors.core.aggregates import period_months, rollup
 from processors.settings import Settings
-from processors.sinks.redis_view import LATEST_KEPT, RedisView
+from processors.sinks.redis_view import ACCOUNT_MOVEMENTS_KEPT, LATEST_KEPT, RedisView
 from schemas.aggregate import MonthlyAggregate
 from schemas.billing_event import MAX_ID_LENGTH
 from schemas.money import format_cents
@@ -32,6 +32,8 @@ CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 LIMIT = re.compile(r"[0-9]{1,9}", re.ASCII)  # at most 9 digits: int() never sees a huge string
 STATIC_NAME = re.compile(r"[A-Za-z0-9_-]+\.(js|css)", re.ASCII)
 DEFAULT_LIMIT = 50
+ACCOUNT_PAGE = 500  # an account's movements per page by default
+CURSOR = re.compile(r"[0-9]{1,17}", re.ASCII)
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 REQUESTS: web.AppKey[Counter] = web.AppKey("requests", Counter)
@@ -76,11 +78,11 @@ def parse_currency(value: str | None) -> str | None:
     return value
 
 
-def parse_limit(value: str | None) -> int:
+def parse_limit(value: str | None, default: int = DEFAULT_LIMIT, largest: int = LATEST_KEPT) -> int:
     if value is None:
-        return DEFAULT_LIMIT
-    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= LATEST_KEPT:
-        raise BadRequest("limit", f"{_shown(value)} is not a whole number from 1 to {LATEST_KEPT}")
+        return default
+    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= largest:
+        raise BadRequest("limit", f"{_shown(value)} is not a whole number from 1 to {largest}")
     return int(value)
 
 
@@ -183,18 +185,31 @@ async def periods(request: web.Request) -> web.Response:
     return _json(out)
 
 
+def parse_before(value: str | None) -> int | None:
+    """The paging cursor of an account's movements: an instant in µs since the epoch, as `next_before`."""
+    if value is None:
+        return None
+    if not CURSOR.fullmatch(value):
+        raise BadRequest("before", f"{_shown(value)} is not a cursor; use the next_before of the last page")
+    return int(value)
+
+
 async def account(request: web.Request) -> web.Response:
     account_id = parse_account_id(request.match_info["account_id"])
+    limit = parse_limit(request.query.get("limit"), default=ACCOUNT_PAGE, largest=ACCOUNT_MOVEMENTS_KEPT)
+    before = parse_before(request.query.get("before"))
     view = request.app[VIEW]
-    movements = await view.account_movements(account_id)
-    if movements is None:
+    found = await view.account_movements(account_id, limit, before)
+    if found is None:
         return _json({"error": f"account_id: no account {account_id!r}"}, 404)
+    movements, next_before = found
     mrr = await view.account_mrr(account_id)
     return _json(
         {
             "account_id": account_id,
             "mrr": {c: format_cents(v) for c, v in sorted(mrr.items())},
             "movements": [m.model_dump(mode="json") for m in movements],
+            "next_before": None if next_before is None else str(next_before),
         }
     )
 

@@ -127,9 +127,21 @@ def openapi() -> dict[str, Any]:
             },
             "/api/accounts/{account_id}": {
                 "get": {
-                    "summary": "One account's current MRR and its movements",
+                    "summary": "One account's current MRR and a page of its movements in effect, oldest "
+                    "first: the latest page, or the one before `before` (the previous page's next_before)",
                     "parameters": [
-                        {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                        {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 500},
+                        },
+                        {
+                            "name": "before",
+                            "in": "query",
+                            "description": "the next_before of the previous page",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,17}$"},
+                        },
                     ],
                     "responses": {
                         "200": _ok(
@@ -140,6 +152,10 @@ def openapi() -> dict[str, Any]:
                                     "account_id": {"type": "string"},
                                     "mrr": {"type": "object", "additionalProperties": {"type": "string"}},
                                     "movements": {"type": "array", "items": _ref("MovementRecord")},
+                                    "next_before": {
+                                        "type": ["string", "null"],
+                                        "description": "cursor of the next (older) page; null on the first",
+                                    },
                                 },
                             },
                         ),

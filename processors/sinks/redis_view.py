@@ -250,22 +250,30 @@ class RedisView:
         return await _hash(self.client, self.key("current"))
 
     async def account_movements(
-        self, account_id: str, limit: int = ACCOUNT_MOVEMENTS_KEPT
-    ) -> list[MovementRecord] | None:
-        """The account's movements in effect, oldest first: the latest `limit` of them (whole chunks, read
-        newest first, so a long history costs only what is shown). None for an unknown account."""
+        self, account_id: str, limit: int = ACCOUNT_MOVEMENTS_KEPT, before: int | None = None
+    ) -> tuple[list[MovementRecord], int | None] | None:
+        """A page of the account's movements in effect, oldest first: the latest `limit` of those whose
+        chunk starts before the instant `before` (µs; None: all), and where the next page would start
+        (None when this is the first one). Whole chunks are read, newest first, so a long history costs
+        only the page. None for an unknown account."""
         if not await self.client.exists(self.key("account", account_id)):
             return None
-        starts = cast(list[str], await self.client.zrevrange(self.key("chunks", account_id), 0, -1))
+        top = "+inf" if before is None else f"({before}"
+        starts = cast(
+            list[str], await self.client.zrevrangebyscore(self.key("chunks", account_id), top, "-inf")
+        )
         out: list[MovementRecord] = []
-        for i in range(0, len(starts), 50):
-            names = [self.key("moves", account_id, start) for start in starts[i : i + 50]]
-            for raw in cast(list[str | None], await self.client.mget(names)):
-                if raw:
-                    out[:0] = [MovementRecord.model_validate(m) for m in json.loads(raw)]
+        for n, start in enumerate(starts):
+            raw = await self.client.get(self.key("moves", account_id, start))
+            chunk = [MovementRecord.model_validate(m) for m in json.loads(raw)] if raw else []
+            out[:0] = [m for m in chunk if before is None or instant_of(m.effective_at) < before]
             if len(out) >= limit:
-                break
-        return out[-limit:]
+                # a page ends on an instant boundary: the next one holds what is strictly earlier
+                cut = instant_of(out[-limit].effective_at)
+                page = [m for m in out if instant_of(m.effective_at) >= cut]
+                more = n + 1 < len(starts) or len(page) < len(out)
+                return page, (cut if more else None)
+        return out, None
 
     async def latest(self, limit: int) -> list[MovementRecord]:
         """Newest first, each record_id once (a redelivery after a crash may have pushed one twice)."""

@@ -56,6 +56,22 @@ def test_every_figure_equals_the_replay(filled: tuple[str, ReplayOutcome, Stream
         ]
         got = [{**m, "corrects": [], "record_id": None} for m in body["movements"]]
         assert got == [{**m, "corrects": [], "record_id": None} for m in records]
+        assert body["next_before"] is None
+
+    # pages of two, walked back from the latest, give the same movements
+    busiest, state = max(outcome.accounts.items(), key=lambda item: len(item[1].movements))
+    assert len(state.movements) > 4
+    pages: list[list[dict[str, object]]] = []
+    url = f"{base}/api/accounts/{busiest}?limit=2"
+    while url:
+        status, body = fetch(url)
+        assert status == 200
+        assert len(body["movements"]) >= 2 or body["next_before"] is None
+        pages.insert(0, body["movements"])
+        cursor = body["next_before"]
+        url = f"{base}/api/accounts/{busiest}?limit=2&before={cursor}" if cursor else ""
+    walked = [m["movement_id"] for page in pages for m in page]
+    assert walked == [m.movement_id for m in state.movements]
 
 
 def test_latest_movements_and_bad_parameters(filled: tuple[str, ReplayOutcome, Stream]) -> None:
@@ -72,6 +88,8 @@ def test_latest_movements_and_bad_parameters(filled: tuple[str, ReplayOutcome, S
         ("/api/movements/latest?limit=0", "limit"),
         ("/api/movements/latest?limit=abc", "limit"),
         ("/api/movements/latest?limit=501", "limit"),
+        ("/api/accounts/a?limit=5001", "limit"),
+        ("/api/accounts/a?before=yesterday", "before"),
     ]:
         status, body = fetch(base + url)
         assert status == 400 and body["parameter"] == parameter and body["error"].startswith(parameter + ": ")
