@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from processors.core.account import AccountState
 from processors.generate import HistoryGenerator, arrange, parse_month
-from processors.replay import replay
+from processors.replay import AccountOutcome, replay
 from processors.sinks.redis_view import AccountView, RedisView
 
 
@@ -17,8 +16,8 @@ def _replayed(seed: int) -> tuple[list[str], object]:
     return lines, replay((str(i), line.encode()) for i, line in enumerate(lines))
 
 
-def view(state: AccountState) -> AccountView:
-    return AccountView.of(state.account_id, len(state.events), state.mrr, state.movements)
+def view(state: AccountOutcome) -> AccountView:
+    return AccountView.of(state.account_id, state.events, state.mrr, state.movements)
 
 
 def test_rows_equal_the_replay_whatever_the_write_order(redis_url: str, redis_prefix: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +15,7 @@ from processors.core.fact import Fact, fact_of
 from processors.core.intake import parse_event
 from processors.core.movement import Movement
 from processors.generate import HistoryGenerator, arrange, parse_month
-from processors.replay import replay
+from processors.replay import AccountOutcome, replay
 from schemas.aggregate import MonthlyAggregate
 from schemas.billing_event import BillingEvent
 
@@ -76,7 +76,9 @@ def aggregates_of(states: dict[str, AccountState]) -> list[MonthlyAggregate]:
     return monthly_aggregates(monthly_totals(m for s in states.values() for m in s.movements))
 
 
-def check_identities(rows: list[MonthlyAggregate], states: dict[str, AccountState]) -> None:
+def check_identities(
+    rows: list[MonthlyAggregate], states: Mapping[str, AccountState | AccountOutcome]
+) -> None:
     by_currency: dict[str, list[MonthlyAggregate]] = {}
     for r in rows:
         by_currency.setdefault(r.currency, []).append(r)
