@@ -37,7 +37,7 @@ from redis.exceptions import WatchError
 
 from processors.core.aggregates import MonthKey, MonthTotals, monthly_aggregates, monthly_totals
 from processors.core.fact import instant_of
-from processors.core.movement import Movement, to_record
+from processors.core.movement import Movement, record_json
 from processors.stream.state import ChunkView, month_start
 from schemas.aggregate import MonthlyAggregate
 from schemas.money import format_cents
@@ -47,48 +47,52 @@ _TOTAL_FIELDS = tuple(f.name for f in fields(MonthTotals))
 LATEST_KEPT = 500
 ACCOUNT_MOVEMENTS_KEPT = 5_000  # at most this many of an account's movements in one API answer
 
-# ARGV: prefix, account_id, version, start, month, movements JSON, then (CUR|field, integer) pairs
-_REPLACE_CHUNK = """
-local p, acct, version, start, month = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local ckey = p .. 'contrib:' .. acct .. ':' .. start
-local stored = tonumber(redis.call('HGET', ckey, '_v') or '-1')
-if stored >= version then return 0 end
-redis.call('SET', p .. 'moves:' .. acct .. ':' .. start, ARGV[6])
-redis.call('ZADD', p .. 'chunks:' .. acct, tonumber(start), start)
-local delta = {}
-local old = redis.call('HGETALL', ckey)
-for i = 1, #old, 2 do
-  if old[i] ~= '_v' then delta[old[i]] = -tonumber(old[i + 1]) end
-end
-redis.call('DEL', ckey)
-redis.call('HSET', ckey, '_v', version)
-for i = 7, #ARGV, 2 do
-  local f, v = ARGV[i], tonumber(ARGV[i + 1])
-  delta[f] = (delta[f] or 0) + v
-  redis.call('HSET', ckey, f, ARGV[i + 1])
+# One account's batch. ARGV: prefix, account_id, version, n_mrr, then n_mrr (CUR, "12.34") pairs, then per
+# chunk: start, month, movements JSON, n_fields, then n_fields ("CUR|field", integer) pairs.
+# A chunk whose stored version is not older is left alone; so is the account's MRR.
+_REPLACE = """
+local p, acct, version = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local n_mrr = tonumber(ARGV[4])
+local akey = p .. 'account:' .. acct
+if tonumber(redis.call('HGET', akey, '_version') or '-1') < version then
+  redis.call('DEL', akey)
+  redis.call('HSET', akey, '_version', version)
+  for i = 5, 4 + 2 * n_mrr, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
 end
 local changed = 0
-for f, d in pairs(delta) do
-  if d ~= 0 then
-    local cur, name = string.match(f, '^([^|]+)|(.+)$')
-    redis.call('HINCRBY', p .. 'totals:' .. month .. ':' .. cur, name, string.format('%d', d))
-    redis.call('SADD', p .. 'buckets', month .. ':' .. cur)
-    changed = 1
+local i = 5 + 2 * n_mrr
+while i <= #ARGV do
+  local start, month, moves, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local first, last = i + 4, i + 3 + 2 * n
+  i = last + 1
+  local ckey = p .. 'contrib:' .. acct .. ':' .. start
+  if tonumber(redis.call('HGET', ckey, '_v') or '-1') < version then
+    redis.call('SET', p .. 'moves:' .. acct .. ':' .. start, moves)
+    redis.call('ZADD', p .. 'chunks:' .. acct, tonumber(start), start)
+    local delta = {}
+    local old = redis.call('HGETALL', ckey)
+    for j = 1, #old, 2 do
+      if old[j] ~= '_v' then delta[old[j]] = -tonumber(old[j + 1]) end
+    end
+    redis.call('DEL', ckey)
+    redis.call('HSET', ckey, '_v', version)
+    for j = first, last, 2 do
+      local f, v = ARGV[j], tonumber(ARGV[j + 1])
+      delta[f] = (delta[f] or 0) + v
+      redis.call('HSET', ckey, f, ARGV[j + 1])
+    end
+    for f, d in pairs(delta) do
+      if d ~= 0 then
+        local cur, name = string.match(f, '^([^|]+)|(.+)$')
+        redis.call('HINCRBY', p .. 'totals:' .. month .. ':' .. cur, name, string.format('%d', d))
+        redis.call('SADD', p .. 'buckets', month .. ':' .. cur)
+        changed = 1
+      end
+    end
   end
 end
 if changed == 1 then redis.call('INCR', p .. 'version') end
-return 1
-"""
-
-# ARGV: prefix, account_id, version, then (CUR, "12.34") pairs
-_REPLACE_ACCOUNT = """
-local akey = ARGV[1] .. 'account:' .. ARGV[2]
-local stored = tonumber(redis.call('HGET', akey, '_version') or '-1')
-if stored >= tonumber(ARGV[3]) then return 0 end
-redis.call('DEL', akey)
-redis.call('HSET', akey, '_version', ARGV[3])
-for i = 4, #ARGV, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
-return 1
+return changed
 """
 
 
@@ -147,8 +151,7 @@ class RedisView:
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
         self.prefix = prefix
-        self._replace_chunk = self.client.register_script(_REPLACE_CHUNK)
-        self._replace_account = self.client.register_script(_REPLACE_ACCOUNT)
+        self._replace = self.client.register_script(_REPLACE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -162,23 +165,16 @@ class RedisView:
         """One transactional pipeline for a whole batch: all of it lands, or none of it."""
         async with self.client.pipeline(transaction=True) as pipe:
             for view in accounts:
-                for chunk in view.chunks:
-                    movements = [to_record(m).model_dump(mode="json") for m in chunk.movements]
-                    args: list[str | int] = [
-                        self.prefix,
-                        view.account_id,
-                        view.version,
-                        str(chunk.start),
-                        chunk.month,
-                        json.dumps(movements, separators=(",", ":")),
-                    ]
-                    for name, value in sorted(contribution(chunk.movements).items()):
-                        args += [name, value]
-                    await self._replace_chunk(keys=[], args=args, client=pipe)
-                mrr: list[str | int] = [self.prefix, view.account_id, view.version]
+                args: list[str | int] = [self.prefix, view.account_id, view.version, len(view.mrr)]
                 for currency, cents in sorted(view.mrr.items()):
-                    mrr += [currency, format_cents(cents)]
-                await self._replace_account(keys=[], args=mrr, client=pipe)
+                    args += [currency, format_cents(cents)]
+                for chunk in view.chunks:
+                    share = contribution(chunk.movements)
+                    moves = "[" + ",".join(record_json(m) for m in chunk.movements) + "]"
+                    args += [str(chunk.start), chunk.month, moves, len(share)]
+                    for name, value in sorted(share.items()):
+                        args += [name, value]
+                await self._replace(keys=[], args=args, client=pipe)
             rejected = list(rejected)
             if rejected:
                 pipe.sadd(self.key("rejected"), *rejected)

@@ -24,13 +24,23 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from processors.core.intake import Rejection
-from processors.core.movement import to_record
+from processors.core.movement import record_json
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView
 from processors.stream import deadletter
 from processors.stream.deadletter import SOURCE_HEADER
 from processors.stream.intake import Fold, Forward, Record, Rejected, partition_for, route
-from processors.stream.state import CONFLICT, Arrival, Chunk, Published, Reader, Update, process, record_id
+from processors.stream.state import (
+    CONFLICT,
+    Arrival,
+    Chunk,
+    Published,
+    Reader,
+    Root,
+    Update,
+    process,
+    record_id,
+)
 
 log = logging.getLogger("mrr_stream")
 CACHE_CHUNKS = 100_000  # decoded chunks kept in memory (they are immutable, so never stale)
@@ -76,7 +86,7 @@ class Topics:
 
 
 def render(account_id: str, published: Published) -> str:
-    return to_record(published.movement, record_id(account_id, published.seq)).model_dump_json()
+    return record_json(published.movement, record_id(account_id, published.seq))
 
 
 class FoldStage:
@@ -97,6 +107,7 @@ class FoldStage:
         direct = {topics.by_account, topics.input} if input_copartitioned else {topics.by_account}
         self.direct_topics = frozenset(direct)
         self.cache: dict[bytes, Chunk] = {}
+        self.roots: dict[str, tuple[bytes, Root]] = {}
         self.confirmed: dict[str, int] = {}  # account -> root version written here and acknowledged
 
     async def _dead_letter(self, record: Record, rejection: Rejection, conflict: bool) -> Awaitable[object]:
@@ -133,7 +144,9 @@ class FoldStage:
 
         if len(self.cache) > CACHE_CHUNKS:
             self.cache.clear()
-        reader = Reader(self.table, self.cache)
+        if len(self.roots) > CACHE_CHUNKS:
+            self.roots.clear()
+        reader = Reader(self.table, self.cache, self.roots)
         written: list[Awaitable[object]] = []
         updates: list[tuple[str, Update, list[Record]]] = []
         for account, (partition, arrivals, originals) in by_account.items():
@@ -141,6 +154,7 @@ class FoldStage:
             for key, value in update.writes:
                 self.cache.pop(key, None)
                 written.append(await self.table.write(partition, key, value))
+            self.cache.update(update.decoded)
             updates.append((account, update, originals))
         await asyncio.gather(*written)  # the state is durable before anything it caused leaves
 

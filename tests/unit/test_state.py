@@ -15,7 +15,7 @@ from processors.core.account import AccountState, apply
 from processors.core.aggregates import MonthTotals, monthly_totals
 from processors.core.fact import Fact, fact_of
 from processors.core.intake import parse_event
-from processors.core.movement import to_record
+from processors.core.movement import record_dict, record_json, retraction_of, to_record
 from processors.generate import HistoryGenerator, arrange, busy_account, parse_month
 from processors.stream.state import (
     CHUNK_FACT_BYTES,
@@ -309,7 +309,8 @@ def test_large_batches_of_one_account_take_several_commits(seed: int) -> None:
     events = busy_account("busy", 1_500, seed, parse_month("2023-01"))
     facts = facts_of(arrange(events, seed, late=0.05, late_days=60, duplicates=0.02))
     rng = random.Random(seed)
-    table, records, offset, confirmed = Table(), {}, 0, None
+    table, offset, confirmed = Table(), 0, None
+    records: dict[str, str] = {}
     while offset < len(facts):
         n = rng.randint(1, 400)
         arrivals = [Arrival(SOURCE, o, facts[o]) for o in range(offset, min(offset + n, len(facts)))]
@@ -333,3 +334,18 @@ def test_codecs_round_trip() -> None:
             assert encode_root(decode_root(value)) == value
         elif b"\x00c\x00" in key:
             assert encode_chunk(decode_chunk(account, value)) == value
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000))
+def test_record_json_is_the_contracts_serialisation(seed: int) -> None:
+    states = expected(history(seed, accounts=10))
+    movements = [m for s in states.values() for m in s.movements]
+    movements += [retraction_of(m) for m in movements[:20]]
+    movements += [
+        m._replace(account_id="ü-😀", effective_at=m.effective_at.replace(microsecond=5))
+        for m in movements[:5]
+    ]
+    for n, m in enumerate(movements):
+        assert record_json(m, f"a:{n}") == to_record(m, f"a:{n}").model_dump_json()
+        assert record_dict(m) == to_record(m).model_dump(mode="json")
