@@ -35,12 +35,19 @@ class Source:
         return cls(topic, int(partition), int(offset))
 
 
-def headers(rejection: Rejection, source: Source, conflict: bool = False) -> list[tuple[str, bytes]]:
-    return [
+def headers(
+    rejection: Rejection, source: Source, exception: str = "ValidationError", stage: str | None = None
+) -> list[tuple[str, bytes]]:
+    """`exception`: ValidationError (the contract), EventIdConflict, or the class of an unexpected error
+    while applying the record (then `stage` names where: `mrr.errors.stage`)."""
+    out = [
         ("__connect.errors.topic", source.topic.encode()),
         ("__connect.errors.partition", str(source.partition).encode()),
         ("__connect.errors.offset", str(source.offset).encode()),
-        ("__connect.errors.exception.class.name", b"EventIdConflict" if conflict else b"ValidationError"),
+        ("__connect.errors.exception.class.name", exception.encode()),
         ("__connect.errors.exception.message", str(rejection).encode()),
         ("mrr.errors.field", rejection.field.encode()),
     ]
+    if stage is not None:
+        out.append(("mrr.errors.stage", stage.encode()))
+    return out

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from processors.core.intake import Rejection
+from processors.core.intake import RECORD, Rejection
 from processors.core.movement import record_json
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView
@@ -110,12 +110,60 @@ class FoldStage:
         self.roots: dict[str, tuple[bytes, Root]] = {}
         self.confirmed: dict[str, int] = {}  # account -> root version written here and acknowledged
 
-    async def _dead_letter(self, record: Record, rejection: Rejection, conflict: bool) -> Awaitable[object]:
+    async def _dead_letter(
+        self, record: Record, rejection: Rejection, conflict: bool = False, error: Exception | None = None
+    ) -> Awaitable[object]:
         self.metrics.dead_letters.labels(rejection.field).inc()
-        self.metrics.events.labels("conflict" if conflict else "rejected").inc()
+        self.metrics.events.labels("failed" if error else "conflict" if conflict else "rejected").inc()
         log.warning("dead letter %s: %s", record.source, rejection)
-        headers = deadletter.headers(rejection, record.source, conflict)
+        if error is not None:
+            headers = deadletter.headers(rejection, record.source, type(error).__name__, stage="fold")
+        else:
+            kind = "EventIdConflict" if conflict else "ValidationError"
+            headers = deadletter.headers(rejection, record.source, kind)
         return await self.producer.send(self.topics.dlq, record.key, record.value, headers)
+
+    async def _apply(
+        self,
+        reader: Reader,
+        account: str,
+        partition: int,
+        arrivals: list[Arrival],
+        originals: list[Record],
+        written: list[Awaitable[object]],
+        sent: list[Awaitable[object]],
+        rejected: list[str],
+    ) -> list[tuple[Update, list[Record]]]:
+        """Apply an account's arrivals. An unexpected error while applying them (a record the engine cannot
+        handle) must not stop the stream, as Kafka Streams' processing-exception handler has it: the
+        arrivals are applied one by one, and each that fails is dead-lettered with the error, the
+        account's state as if it had never arrived. (Errors writing the table are not record errors: they
+        propagate, and the worker exits without commit.)"""
+        try:
+            update = process(reader, account, arrivals, render, self.confirmed.get(account))
+        except Exception:
+            log.exception("account %s: a batch failed to apply; applying its records one by one", account)
+        else:
+            await self._write(partition, update, written)
+            return [(update, originals)]
+        out: list[tuple[Update, list[Record]]] = []
+        for arrival, original in zip(arrivals, originals, strict=True):
+            try:
+                update = process(reader, account, [arrival], render, self.confirmed.get(account))
+            except Exception as exc:
+                reason = Rejection(RECORD, f"could not be applied: {type(exc).__name__}: {exc}"[:500])
+                sent.append(await self._dead_letter(original, reason, error=exc))
+                rejected.append(str(original.source))
+                continue
+            await self._write(partition, update, written)
+            out.append((update, [original]))
+        return out
+
+    async def _write(self, partition: int, update: Update, written: list[Awaitable[object]]) -> None:
+        for key, value in update.writes:
+            self.cache.pop(key, None)
+            written.append(await self.table.write(partition, key, value))
+        self.cache.update(update.decoded)
 
     async def batch(self, records: Sequence[Record]) -> None:
         sent: list[Awaitable[object]] = []
@@ -124,7 +172,7 @@ class FoldStage:
         for record in records:
             routed = route(record, self.partitions, self.direct_topics)
             if isinstance(routed, Rejected):
-                sent.append(await self._dead_letter(record, routed.rejection, conflict=False))
+                sent.append(await self._dead_letter(record, routed.rejection))
                 rejected.append(str(record.source))
             elif isinstance(routed, Forward):
                 sent.append(
@@ -150,12 +198,10 @@ class FoldStage:
         written: list[Awaitable[object]] = []
         updates: list[tuple[str, Update, list[Record]]] = []
         for account, (partition, arrivals, originals) in by_account.items():
-            update = process(reader, account, arrivals, render, self.confirmed.get(account))
-            for key, value in update.writes:
-                self.cache.pop(key, None)
-                written.append(await self.table.write(partition, key, value))
-            self.cache.update(update.decoded)
-            updates.append((account, update, originals))
+            applied = await self._apply(
+                reader, account, partition, arrivals, originals, written, sent, rejected
+            )
+            updates += [(account, update, records) for update, records in applied]
         await asyncio.gather(*written)  # the state is durable before anything it caused leaves
 
         views: list[AccountView] = []

@@ -175,3 +175,36 @@ def test_while_redis_is_down_accounts_wait_and_the_refresh_stage_catches_up() ->
     reader = Reader(h.table)
     assert list(views[0].chunks) == chunk_views(reader, "a1", reader.root("a1"), None)
     assert dict(h.pending.items()) == {}
+
+
+def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_stream_goes_on(monkeypatch: Any) -> None:
+    from processors.stream.state import process as real
+
+    def poisoned(reader: Any, account: str, arrivals: Any, *args: Any) -> Any:
+        if any(a.fact.event_id == "poison" for a in arrivals):
+            raise RuntimeError("boom")
+        return real(reader, account, arrivals, *args)
+
+    monkeypatch.setattr("processors.stream.fold.process", poisoned)
+    h, clean = Harness(), Harness()
+    events = [
+        raw("subscribe", account="a1", at="2025-01-01T00:00:00Z"),
+        raw("upgrade", account="a1", at="2025-02-01T00:00:00Z", amount="150.00", event_id="poison"),
+        raw("upgrade", account="a1", at="2025-03-01T00:00:00Z", amount="120.00"),
+        raw("subscribe", account="a2"),
+    ]
+    records = [h.record(e) for e in events]
+    h.run(records)
+    clean.run([clean.record(e) for e in events if e["event_id"] != "poison"])
+    [letter] = h.producer.on(TOPICS.dlq)
+    assert letter.headers["__connect.errors.exception.class.name"] == b"RuntimeError"
+    assert letter.headers["mrr.errors.stage"] == b"fold"
+    assert b"boom" in letter.headers["__connect.errors.exception.message"]
+    assert letter.value == records[1].value
+    for account in ("a1", "a2"):
+        assert h.mrr(account) == clean.mrr(account)
+    assert [json.loads(s.value or b"")["movement_id"] for s in h.producer.on(TOPICS.movements)] == [
+        json.loads(s.value or b"")["movement_id"] for s in clean.producer.on(TOPICS.movements)
+    ]
+    [(_, rejected, _)] = h.view.writes
+    assert rejected == [str(records[1].source)]
