@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from processors.core.account import AccountState, apply
 from processors.core.aggregates import monthly_aggregates, monthly_totals
 from processors.core.fact import Fact, fact_of
-from processors.core.intake import Rejection, parse_event
+from processors.core.intake import MAX_RECORD_BYTES, Rejection, parse_event, too_large
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
 
@@ -154,13 +154,19 @@ class _Packer:
 _SEEN_BITS = 1 << 26
 
 
-def replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None = None) -> ReplayOutcome:
+def replay(
+    lines: Iterable[tuple[str, bytes]],
+    on_line: Callable[[], None] | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> ReplayOutcome:
     """Replay (source, raw line) pairs; blank lines are skipped, bad ones rejected, the rest applied."""
     with _no_cyclic_gc():
-        return _replay(lines, on_line)
+        return _replay(lines, on_line, max_record_bytes)
 
 
-def _replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None) -> ReplayOutcome:
+def _replay(
+    lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None, max_record_bytes: int
+) -> ReplayOutcome:
     by_account: dict[str, bytearray] = {}
     packer = _Packer()
     seen = bytearray(_SEEN_BITS // 8)
@@ -171,7 +177,7 @@ def _replay(lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | No
             on_line()
         if not raw or raw.isspace():  # what `not raw.strip()` tells, without copying every line
             continue
-        parsed = parse_event(raw)
+        parsed = too_large(len(raw.rstrip(b"\r\n")), max_record_bytes) or parse_event(raw)
         if isinstance(parsed, Rejection):
             rejects.append(Reject(source, parsed, raw))
             continue

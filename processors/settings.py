@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.core.intake import MAX_RECORD_BYTES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +42,11 @@ class Settings(BaseSettings):
     )
     data_dir: Path | None = Field(
         default=None, description="where a rocksdict store keeps its files (Faust's default: ./{app_id}-data)"
+    )
+    max_record_bytes: int = Field(
+        default=MAX_RECORD_BYTES,
+        description="the largest input record applied; a larger one is dead-lettered with its first KB, its "
+        "size and its SHA-256. The topics the worker creates and its producer allow this plus 64 KB",
     )
     input_topic: str = "billing-events"
     movements_topic: str = "mrr-movements"

@@ -36,7 +36,7 @@ def account_key(line: bytes) -> bytes | None:
     """The key a producer should give a billing event: its account id."""
     try:
         doc = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep for Python's parser
         return None
     account = doc.get("account_id") if isinstance(doc, dict) else None
     return account.encode() if isinstance(account, str) else None

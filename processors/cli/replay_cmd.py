@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from processors.cli import render
 from processors.replay import ReplayOutcome, replay
+from processors.settings import Settings
 from schemas.money import format_cents
 
 
@@ -53,7 +54,7 @@ def _total_lines(files: list[str]) -> int | None:
 
 def run_replay(files: list[str], show_progress: bool) -> ReplayOutcome:
     if not show_progress:
-        return replay(_lines(files))
+        return replay(_lines(files), max_record_bytes=Settings().max_record_bytes)
     columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("replay", total=_total_lines(files))
@@ -66,7 +67,7 @@ def run_replay(files: list[str], show_progress: bool) -> ReplayOutcome:
                 progress.advance(task, pending)
                 pending = 0
 
-        return replay(_lines(files), on_line=tick)
+        return replay(_lines(files), on_line=tick, max_record_bytes=Settings().max_record_bytes)
 
 
 def write_accounts(outcome: ReplayOutcome, path: Path) -> None:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from schemas.billing_event import BillingEvent, FieldError
 
 RECORD = "(record)"  # the field named when the record as a whole is wrong: bad JSON, not an object
+MAX_RECORD_BYTES = 1_000_000  # the default largest record applied, in the stream and the replay alike
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,13 @@ def rejection_from(error: ValidationError) -> Rejection:
     field = described[0][0]
     reason = "; ".join(msg if f == field else f"{f}: {msg}" for f, msg in described)
     return Rejection(field, reason)
+
+
+def too_large(size: int, limit: int) -> Rejection | None:
+    """A record over the size limit is rejected unread (stream and replay alike)."""
+    if size <= limit:
+        return None
+    return Rejection(RECORD, f"{size:,} bytes, above the limit of {limit:,} (MRR_MAX_RECORD_BYTES)")
 
 
 def parse_event(raw: bytes | str) -> BillingEvent | Rejection:

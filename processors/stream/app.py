@@ -32,7 +32,7 @@ from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import RedisView
 from processors.stream.fold import FoldStage, Topics
 from processors.stream.intake import Record
-from processors.stream.kafka import by_account_topic, faust_broker
+from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
 from processors.stream.refresh import RefreshStage
 
 log = logging.getLogger("mrr_stream")
@@ -157,6 +157,9 @@ def create_app(
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=-1,
+        # what the input allows, forwarded with a key and a header, or dead-lettered with the reason
+        producer_max_request_size=settings.max_record_bytes + HEADROOM,
+        consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * (settings.max_record_bytes + HEADROOM)),
         **_datadir(settings),
     )
     raw: dict[str, Any] = {
@@ -190,6 +193,7 @@ def create_app(
         topics=topics,
         partitions=settings.partitions,
         input_copartitioned=input_partitions == settings.partitions,
+        max_record_bytes=settings.max_record_bytes,
     )
     refresh_stage = RefreshStage(
         table=accounts, pending=pending, view=view, metrics=metrics, partitions=settings.partitions

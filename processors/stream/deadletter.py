@@ -13,6 +13,7 @@ deduplicate dead letters by (topic, partition, offset).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from processors.core.intake import Rejection
@@ -33,6 +34,17 @@ class Source:
     def parse(cls, text: str) -> Source:
         topic, partition, offset = text.rsplit(":", 2)
         return cls(topic, int(partition), int(offset))
+
+
+OVERSIZE_KEPT = 1024  # bytes of an oversized record kept in its dead letter
+
+
+def oversize_headers(value: bytes) -> list[tuple[str, bytes]]:
+    """What identifies an oversized record whose dead letter keeps only its first bytes."""
+    return [
+        ("mrr.errors.size", str(len(value)).encode()),
+        ("mrr.errors.sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
 
 
 def headers(

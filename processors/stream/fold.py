@@ -23,7 +23,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from processors.core.intake import RECORD, Rejection
+from processors.core.intake import MAX_RECORD_BYTES, RECORD, Rejection
 from processors.core.movement import record_json
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView
@@ -101,7 +101,9 @@ class FoldStage:
         topics: Topics,
         partitions: int,
         input_copartitioned: bool,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
+        self.max_record_bytes = max_record_bytes
         self.table, self.pending, self.producer, self.view = table, pending, producer, view
         self.metrics, self.topics, self.partitions = metrics, topics, partitions
         direct = {topics.by_account, topics.input} if input_copartitioned else {topics.by_account}
@@ -111,7 +113,12 @@ class FoldStage:
         self.confirmed: dict[str, int] = {}  # account -> root version written here and acknowledged
 
     async def _dead_letter(
-        self, record: Record, rejection: Rejection, conflict: bool = False, error: Exception | None = None
+        self,
+        record: Record,
+        rejection: Rejection,
+        conflict: bool = False,
+        error: Exception | None = None,
+        oversize: bool = False,
     ) -> Awaitable[object]:
         self.metrics.dead_letters.labels(rejection.field).inc()
         self.metrics.events.labels("failed" if error else "conflict" if conflict else "rejected").inc()
@@ -121,7 +128,12 @@ class FoldStage:
         else:
             kind = "EventIdConflict" if conflict else "ValidationError"
             headers = deadletter.headers(rejection, record.source, kind)
-        return await self.producer.send(self.topics.dlq, record.key, record.value, headers)
+        key, value = record.key, record.value
+        if value is not None and (oversize or len(value) + len(key or b"") > self.max_record_bytes):
+            # what the dead-letter topic can carry: the first bytes, the size and a hash of the rest
+            headers += deadletter.oversize_headers(value)
+            key, value = key and key[: deadletter.OVERSIZE_KEPT], value[: deadletter.OVERSIZE_KEPT]
+        return await self.producer.send(self.topics.dlq, key, value, headers)
 
     async def _apply(
         self,
@@ -170,9 +182,9 @@ class FoldStage:
         rejected: list[str] = []
         by_account: dict[str, tuple[int, list[Arrival], list[Record]]] = {}
         for record in records:
-            routed = route(record, self.partitions, self.direct_topics)
+            routed = route(record, self.partitions, self.direct_topics, self.max_record_bytes)
             if isinstance(routed, Rejected):
-                sent.append(await self._dead_letter(record, routed.rejection))
+                sent.append(await self._dead_letter(record, routed.rejection, oversize=routed.oversize))
                 rejected.append(str(record.source))
             elif isinstance(routed, Forward):
                 sent.append(

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from aiokafka.partitioner import murmur2
 
 from processors.core.fact import Fact, fact_of
-from processors.core.intake import RECORD, Rejection, parse_event
+from processors.core.intake import MAX_RECORD_BYTES, RECORD, Rejection, parse_event, too_large
 from processors.stream.deadletter import SOURCE_HEADER, Source
 
 
@@ -48,6 +48,7 @@ class Record:
 class Rejected(NamedTuple):
     record: Record
     rejection: Rejection
+    oversize: bool = False  # then only its first bytes go to the dead-letter topic
 
 
 class Forward(NamedTuple):
@@ -64,12 +65,17 @@ class Fold(NamedTuple):
 Route = Rejected | Forward | Fold
 
 
-def route(record: Record, partitions: int, direct_topics: frozenset[str]) -> Route:
+def route(
+    record: Record, partitions: int, direct_topics: frozenset[str], max_bytes: int = MAX_RECORD_BYTES
+) -> Route:
     """`direct_topics`: the topics whose partitions are the by-account topic's (the by-account topic, and
     the input topic when it has as many partitions); a record there, keyed by its account and in the
-    account's partition, is folded where it is."""
+    account's partition, is folded where it is. A record over `max_bytes` is rejected unread."""
     if not record.value:
         return Rejected(record, Rejection(RECORD, "empty record"))
+    oversized = too_large(len(record.value), max_bytes)
+    if oversized is not None:
+        return Rejected(record, oversized, oversize=True)
     parsed = parse_event(record.value)
     if isinstance(parsed, Rejection):
         return Rejected(record, parsed)

@@ -73,6 +73,9 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeo
         await asyncio.sleep(0.2)
 
 
+HEADROOM = 64 * 1024  # room above MRR_MAX_RECORD_BYTES for a forwarded or dead-lettered copy's headers
+
+
 def by_account_topic(settings: Settings) -> str:
     """The internal topic where intake re-keys events by account for fold."""
     return f"{settings.app_id}-events-by-account"
@@ -90,7 +93,13 @@ async def ensure_topics(settings: Settings, internal: bool = False) -> int:
         brokers = len((await admin.describe_cluster())["brokers"])
         factor = 1 if brokers == 1 else min(3, brokers)
         wanted = [
-            NewTopic(name, num_partitions=settings.partitions, replication_factor=factor)
+            NewTopic(
+                name,
+                num_partitions=settings.partitions,
+                replication_factor=factor,
+                # the input may carry records up to the limit; copies of them carry a little more
+                topic_configs={"max.message.bytes": str(settings.max_record_bytes + HEADROOM)},
+            )
             for name in (
                 settings.input_topic,
                 settings.movements_topic,

@@ -208,3 +208,22 @@ def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_stream_goes_on(mo
     ]
     [(_, rejected, _)] = h.view.writes
     assert rejected == [str(records[1].source)]
+
+
+def test_a_record_over_the_size_limit_is_dead_lettered_with_its_first_bytes_size_and_hash() -> None:
+    import hashlib
+
+    h = Harness()
+    h.stage.max_record_bytes = 2_000
+    big_valid = raw("subscribe", account="a1", padding="x" * 1_990)  # valid, but over the limit
+    just_under = raw("subscribe", account="a2", padding="x" * 1_700)
+    records = [h.record(big_valid), h.record(just_under, keyed=False)]
+    h.run(records)
+    [letter] = h.producer.on(TOPICS.dlq)
+    value = records[0].value or b""
+    assert letter.headers["mrr.errors.size"] == str(len(value)).encode()
+    assert letter.headers["mrr.errors.sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert letter.value == value[:1024] and letter.headers["mrr.errors.field"] == b"(record)"
+    assert b"above the limit of 2,000" in letter.headers["__connect.errors.exception.message"]
+    h.run(h.forwarded())  # the record under the limit is forwarded whole and applied
+    assert h.mrr("a1") == {} and h.mrr("a2") == {"USD": 10000}

@@ -155,3 +155,12 @@ def test_packed_records_give_back_equal_facts() -> None:
     for seq, fact in enumerate(facts):
         packer.pack(packed, seq * 7, fact)
     assert packer.unpack("a", packed) == (facts, [0, 7, 14])
+
+
+def test_a_line_over_the_size_limit_is_rejected_as_the_stream_rejects_it() -> None:
+    from processors.replay import replay as run
+
+    line = b'{"event_id": "e", "pad": "' + b"x" * 200 + b'"}'
+    outcome = run([("f:1", line + b"\n")], max_record_bytes=100)
+    [reject] = outcome.rejects
+    assert reject.rejection.field == "(record)" and "above the limit of 100" in reject.rejection.reason
