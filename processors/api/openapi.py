@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.aggregate import MonthlyAggregate, PeriodAggregate
+from schemas.billing_event import MAX_ID_LENGTH
 from schemas.movement import MovementRecord
 
 
@@ -20,18 +21,21 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_ERROR = {
-    "description": "Bad parameter",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}},
-            }
-        }
-    },
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "parameter": {"type": "string"}},
+    "required": ["error"],
 }
-_MONTH = {"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])$"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+
+
+_ERROR = _error("Bad parameter: `parameter` names it, and `error` starts with its name")
+_UNAVAILABLE = _error("Redis is unavailable; try again shortly")
+# [0-9], not \d: a JSON Schema pattern is Unicode-aware, and "٢٠٢٥-01" is not a month the API accepts
+_MONTH = {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$"}
 _CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
 
 
@@ -71,7 +75,8 @@ def openapi() -> dict[str, Any]:
                                     "currencies": months,
                                 },
                             },
-                        )
+                        ),
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -89,6 +94,7 @@ def openapi() -> dict[str, Any]:
                             {"type": "object", "properties": {"months": months}},
                         ),
                         "400": _ERROR,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -122,6 +128,7 @@ def openapi() -> dict[str, Any]:
                             },
                         ),
                         "400": _ERROR,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -130,7 +137,12 @@ def openapi() -> dict[str, Any]:
                     "summary": "One account's current MRR and a page of its movements in effect, oldest "
                     "first: the latest page, or the one before `before` (the previous page's next_before)",
                     "parameters": [
-                        {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "account_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                        },
                         {
                             "name": "limit",
                             "in": "query",
@@ -159,7 +171,9 @@ def openapi() -> dict[str, Any]:
                                 },
                             },
                         ),
-                        "404": _ERROR,
+                        "400": _ERROR,
+                        "404": _error("No such account"),
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -184,6 +198,7 @@ def openapi() -> dict[str, Any]:
                             },
                         ),
                         "400": _ERROR,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },

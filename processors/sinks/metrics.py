@@ -60,9 +60,14 @@ class Metrics:
         )
         self.lag = Gauge(
             "mrr_processing_lag_seconds",
-            "Seconds between a record's Kafka timestamp and the end "
-            "of its processing, for the last batch of each stage",
+            "Seconds since the worker last had every assigned partition processed to its end offset "
+            "(0 while it keeps up; rises while it is stuck or behind), updated every second",
             ["stage"],
+            registry=registry,
+        )
+        self.records_behind = Gauge(
+            "mrr_records_behind",
+            "Records between what the worker has processed and its partitions' end offsets",
             registry=registry,
         )
         self.redis_pending = Gauge(

@@ -205,8 +205,6 @@ def create_app(
             started = time.perf_counter()
             try:
                 await fold_stage.batch([_record(e) for e in events])
-                # Faust's message timestamps are in seconds
-                metrics.lag.labels("fold").set(max(0.0, time.time() - events[-1].message.timestamp))
             except Exception:
                 crash("fold")
             finally:
@@ -215,5 +213,20 @@ def create_app(
     @app.timer(interval=settings.refresh_seconds)  # type: ignore[untyped-decorator]
     async def refresh() -> None:
         await refresh_stage.tick()
+
+    sources = {topics.input, topics.by_account}
+    fold_stage.lag.caught_up_at = time.time()
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def lag() -> None:
+        """Lag from the partitions' end offsets, on a timer: a stuck worker shows it rising."""
+        consumer = app.consumer
+        ends = {
+            (tp.topic, tp.partition): consumer.highwater(tp)
+            for tp in consumer.assignment()
+            if tp.topic in sources
+        }
+        metrics.lag.labels("fold").set(fold_stage.lag.seconds(time.time(), ends))
+        metrics.records_behind.set(fold_stage.lag.records_behind(ends))
 
     return app

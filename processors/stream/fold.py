@@ -30,6 +30,7 @@ from processors.sinks.redis_view import AccountView
 from processors.stream import deadletter
 from processors.stream.deadletter import SOURCE_HEADER
 from processors.stream.intake import Fold, Forward, Record, Rejected, partition_for, route
+from processors.stream.lag import LagClock
 from processors.stream.state import (
     CONFLICT,
     Arrival,
@@ -104,6 +105,7 @@ class FoldStage:
         max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.max_record_bytes = max_record_bytes
+        self.lag = LagClock(0.0)
         self.table, self.pending, self.producer, self.view = table, pending, producer, view
         self.metrics, self.topics, self.partitions = metrics, topics, partitions
         direct = {topics.by_account, topics.input} if input_copartitioned else {topics.by_account}
@@ -182,6 +184,7 @@ class FoldStage:
         rejected: list[str] = []
         by_account: dict[str, tuple[int, list[Arrival], list[Record]]] = {}
         for record in records:
+            self.lag.processed_to(record.topic, record.partition, record.offset)
             routed = route(record, self.partitions, self.direct_topics, self.max_record_bytes)
             if isinstance(routed, Rejected):
                 sent.append(await self._dead_letter(record, routed.rejection, oversize=routed.oversize))

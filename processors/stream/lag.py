@@ -1,0 +1,32 @@
+"""How far behind the worker is, in seconds, from what it has processed and the partitions' end offsets.
+
+A batch-end timestamp alone cannot show a stuck worker (nothing ends); this clock is read on a timer: while
+every assigned partition is processed up to its end offset the worker is caught up (0 s); otherwise the lag
+is the time since it last was. The end offsets are passed in (time is an input too)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+class LagClock:
+    def __init__(self, started: float) -> None:
+        self.processed: dict[Partition, int] = {}  # the next offset to process
+        self.caught_up_at = started
+
+    def processed_to(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        self.processed[key] = max(self.processed.get(key, 0), offset + 1)
+
+    def seconds(self, now: float, ends: Mapping[Partition, int | None]) -> float:
+        """`ends`: each assigned partition's end offset (None: not known yet)."""
+        behind = any(end is not None and end > self.processed.get(tp, 0) for tp, end in ends.items())
+        if not behind:
+            self.caught_up_at = now
+            return 0.0
+        return max(0.0, now - self.caught_up_at)
+
+    def records_behind(self, ends: Mapping[Partition, int | None]) -> int:
+        return sum(max(0, end - self.processed.get(tp, 0)) for tp, end in ends.items() if end is not None)
