@@ -215,7 +215,7 @@ def create_app(
         await refresh_stage.tick()
 
     sources = {topics.input, topics.by_account}
-    fold_stage.lag.caught_up_at = time.time()
+    fold_stage.lag.caught_up_at = fold_stage.lag.last_timestamp = time.time()
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def lag() -> None:

@@ -184,7 +184,7 @@ class FoldStage:
         rejected: list[str] = []
         by_account: dict[str, tuple[int, list[Arrival], list[Record]]] = {}
         for record in records:
-            self.lag.processed_to(record.topic, record.partition, record.offset)
+            self.lag.processed_to(record.topic, record.partition, record.offset, record.timestamp)
             routed = route(record, self.partitions, self.direct_topics, self.max_record_bytes)
             if isinstance(routed, Rejected):
                 sent.append(await self._dead_letter(record, routed.rejection, oversize=routed.oversize))

@@ -2,7 +2,9 @@
 
 A batch-end timestamp alone cannot show a stuck worker (nothing ends); this clock is read on a timer: while
 every assigned partition is processed up to its end offset the worker is caught up (0 s); otherwise the lag
-is the time since it last was. The end offsets are passed in (time is an input too)."""
+is the age of the last record processed (a backlog's records are as old as the wait), and at least the
+time since the worker was last caught up (a stuck worker processes nothing). The end offsets and the clock
+are passed in."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ class LagClock:
     def __init__(self, started: float) -> None:
         self.processed: dict[Partition, int] = {}  # the next offset to process
         self.caught_up_at = started
+        self.last_timestamp = started  # Kafka timestamp of the newest record processed, in seconds
 
-    def processed_to(self, topic: str, partition: int, offset: int) -> None:
+    def processed_to(self, topic: str, partition: int, offset: int, timestamp: float = 0.0) -> None:
         key = (topic, partition)
         self.processed[key] = max(self.processed.get(key, 0), offset + 1)
+        self.last_timestamp = max(self.last_timestamp, timestamp)
 
     def seconds(self, now: float, ends: Mapping[Partition, int | None]) -> float:
         """`ends`: each assigned partition's end offset (None: not known yet)."""
@@ -26,7 +30,7 @@ class LagClock:
         if not behind:
             self.caught_up_at = now
             return 0.0
-        return max(0.0, now - self.caught_up_at)
+        return max(0.0, now - self.caught_up_at, now - self.last_timestamp)
 
     def records_behind(self, ends: Mapping[Partition, int | None]) -> int:
         return sum(max(0, end - self.processed.get(tp, 0)) for tp, end in ends.items() if end is not None)
