@@ -13,6 +13,7 @@ from processors.cli import (
     produce_cmd,
     replay_cmd,
     report_cmd,
+    resync_cmd,
     servers_cmd,
     status_cmd,
     worker_cmd,
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         produce_cmd,
         status_cmd,
         api_cmd,
+        resync_cmd,
         servers_cmd,
     ):
         module.register(sub)

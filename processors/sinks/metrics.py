@@ -75,6 +75,16 @@ class Metrics:
             "Accounts whose Redis view waits for Redis to come back",
             registry=registry,
         )
+        self.view_rebuilding = Gauge(
+            "mrr_redis_view_rebuilding",
+            "1 while the worker rebuilds the Redis view from its tables (Redis lost it)",
+            registry=registry,
+        )
+        self.view_rebuilds = Counter(
+            "mrr_redis_view_rebuilds",
+            "Times the worker found the Redis view gone and rebuilt it",
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "mrr_batch_seconds", "Time to process one batch, by stage", ["stage"], registry=registry
         )

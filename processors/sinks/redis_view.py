@@ -14,6 +14,7 @@ Key layout (every key starts with the configured prefix, `mrr:` by default; mone
 | `mrr:moves:{account_id}:{start}` | string | JSON array of one chunk's movements in effect |
 | `mrr:chunks:{account_id}` | sorted set | the account's chunk starts (score: the start, µs since the epoch) |
 | `mrr:version` | string | bumped on every change of the totals |
+| `mrr:view:{partition}` | string | the view holds all of that partition; if missing, the worker rebuilds |
 | `mrr:rejected` | set | `topic:partition:offset` of every dead letter (SCARD counts them once) |
 | `mrr:latest` | list | latest movement records, newest first (500 at most; a crash may repeat one) |
 
@@ -93,6 +94,17 @@ while i <= #ARGV do
 end
 if changed == 1 then redis.call('INCR', p .. 'version') end
 return changed
+"""
+
+
+_CLEAR = """
+local cursor, deleted = '0', 0
+repeat
+  local found = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. '*', 'COUNT', 1000)
+  cursor = found[1]
+  for _, key in ipairs(found[2]) do deleted = deleted + redis.call('DEL', key) end
+until cursor == '0'
+return deleted
 """
 
 
@@ -285,6 +297,25 @@ class RedisView:
             if len(out) == limit:
                 break
         return out
+
+    async def missing_markers(self, partitions: Iterable[int]) -> set[int]:
+        """The partitions whose view Redis does not hold as complete: their marker is gone (a Redis
+        restarted empty, a FLUSHALL, an eviction, `mrr-stream resync`), or was never set."""
+        wanted = sorted(partitions)
+        if not wanted:
+            return set()
+        found = cast(list[str | None], await self.client.mget([self.key("view", str(p)) for p in wanted]))
+        return {p for p, value in zip(wanted, found, strict=True) if value is None}
+
+    async def set_marker(self, partition: int) -> None:
+        await self.client.set(self.key("view", str(partition)), "complete")
+
+    async def clear(self) -> int:
+        """Delete every key of the view at once (what `mrr-stream resync` does): the workers see their
+        markers gone and rebuild. Atomic, like a FLUSHDB, so no rebuild can interleave with the deletion
+        (Redis is busy meanwhile: about a second per million keys)."""
+        deleted = await self.client.eval(_CLEAR, 0, self.prefix)
+        return int(deleted)
 
     async def version(self) -> int:
         return int(await self.client.get(self.key("version")) or 0)

@@ -195,8 +195,19 @@ def create_app(
         input_copartitioned=input_partitions == settings.partitions,
         max_record_bytes=settings.max_record_bytes,
     )
+
+    def owned() -> set[int] | None:
+        if app.rebalancing or app.in_recovery:
+            return None
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.by_account}
+
     refresh_stage = RefreshStage(
-        table=accounts, pending=pending, view=view, metrics=metrics, partitions=settings.partitions
+        table=accounts,
+        pending=pending,
+        view=view,
+        metrics=metrics,
+        partitions=settings.partitions,
+        owned=owned,
     )
 
     @app.agent(app.topic(topics.input, topics.by_account, **raw))

@@ -46,6 +46,7 @@ from processors.stream.state import (
 log = logging.getLogger("mrr_stream")
 CACHE_CHUNKS = 100_000  # decoded chunks kept in memory (they are immutable, so never stale)
 PENDING_REJECTED = b"rejected"
+DEAD = b"\x00dl\x00"  # table key prefix of a dead letter's source: the Redis count can be rebuilt
 
 
 class Table(Protocol):
@@ -245,6 +246,9 @@ class FoldStage:
                 )
             if update.writes or update.replayed:
                 views.append(AccountView(account, update.root.ver, update.root.mrr, update.chunks))
+        for source in rejected:
+            where = partition_for(source, self.partitions)
+            sent.append(await self.table.write(where, DEAD + source.encode(), b""))
         await asyncio.gather(*sent)
         for account, update, _ in updates:
             self.confirmed[account] = update.root.ver

@@ -5,26 +5,88 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
-from processors.stream.fold import PENDING_REJECTED, Table
+from processors.stream.fold import DEAD, PENDING_REJECTED, Table
 from processors.stream.intake import partition_for
-from processors.stream.state import Reader, chunk_views
+from processors.stream.state import SEP, Reader, chunk_views
 
 log = logging.getLogger("mrr_stream")
+REBUILD_BATCH = 200  # accounts per Redis pipeline while rebuilding
 
 
 class RefreshStage:
     def __init__(
-        self, *, table: Table, pending: Table, view: RedisView, metrics: Metrics, partitions: int
+        self,
+        *,
+        table: Table,
+        pending: Table,
+        view: RedisView,
+        metrics: Metrics,
+        partitions: int,
+        owned: Callable[[], set[int] | None] = lambda: None,
     ) -> None:
+        """`owned`: the partitions this worker holds now, None while it rebalances or recovers."""
         self.table, self.pending, self.view, self.metrics = table, pending, view, metrics
         self.partitions = partitions
+        self.owned = owned
         self.rows_version = -1
+
+    async def rebuild_if_lost(self) -> None:
+        owned = self.owned()
+        if not owned:
+            return
+        missing = await self.view.missing_markers(owned)
+        if not missing:
+            return
+        self.metrics.view_rebuilding.set(1)
+        started = time.monotonic()
+        log.warning(
+            "the Redis view of partitions %s is missing: rebuilding it from the tables", sorted(missing)
+        )
+        accounts, letters = await self.rebuild(missing)
+        for partition in missing:
+            await self.view.set_marker(partition)
+        self.metrics.view_rebuilding.set(0)
+        self.metrics.view_rebuilds.inc()
+        self.rows_version = -1  # the version counter restarted with the view: rewrite the rows anyway
+        log.warning(
+            "Redis view rebuilt: %d accounts, %d dead letters in %.1f s",
+            accounts,
+            letters,
+            time.monotonic() - started,
+        )
+
+    async def rebuild(self, partitions: set[int]) -> tuple[int, int]:
+        """Write every account and dead letter of these partitions to Redis again (idempotent)."""
+        reader = Reader(self.table)
+        views: list[AccountView] = []
+        rejected: list[str] = []
+        accounts = letters = 0
+        for key, _ in self.table.items():
+            if key.startswith(DEAD):
+                source = key[len(DEAD) :].decode()
+                if partition_for(source, self.partitions) in partitions:
+                    rejected.append(source)
+            elif SEP not in key:
+                account = key.decode()
+                if partition_for(account, self.partitions) in partitions:
+                    root = reader.root(account)
+                    views.append(
+                        AccountView(account, root.ver, root.mrr, chunk_views(reader, account, root, None))
+                    )
+            if len(views) >= REBUILD_BATCH or len(rejected) >= 10 * REBUILD_BATCH:
+                await self.view.write(views, rejected=rejected)
+                accounts, letters = accounts + len(views), letters + len(rejected)
+                views, rejected = [], []
+                await asyncio.sleep(0)  # let the fold stage run between batches
+        await self.view.write(views, rejected=rejected)
+        return accounts + len(views), letters + len(rejected)
 
     async def catch_up(self) -> None:
         marked = dict(self.pending.items())
@@ -54,6 +116,7 @@ class RefreshStage:
 
     async def tick(self) -> None:
         try:
+            await self.rebuild_if_lost()
             await self.catch_up()
             version = await self.view.version()
             if version != self.rows_version and await self.view.refresh_rows():

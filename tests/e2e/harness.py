@@ -182,6 +182,19 @@ def dead_letters(settings: Settings) -> dict[str, tuple[bytes, dict[str, bytes]]
     return out
 
 
+def wait_for_metrics(port: int, timeout: float = 60) -> None:
+    """Until a worker's /metrics answers (a loaded machine can take a while to start one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()

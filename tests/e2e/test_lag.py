@@ -11,7 +11,7 @@ from pathlib import Path
 
 from processors.cli.produce_cmd import produce
 from processors.generate import HistoryGenerator, arrange, parse_month
-from tests.e2e.harness import Stream, free_port, scrape
+from tests.e2e.harness import Stream, free_port, scrape, wait_for_metrics
 
 LAG = 'mrr_processing_lag_seconds{stage="fold"}'
 
@@ -22,6 +22,7 @@ def test_lag_stays_low_while_keeping_up_and_rises_while_stopped(stream: Stream, 
     port = free_port()
     worker = stream.add_worker(port)
     worker.start()
+    wait_for_metrics(port)
     asyncio.run(produce(stream.settings, lines[:500]))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

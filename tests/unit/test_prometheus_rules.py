@@ -44,6 +44,6 @@ def test_every_alert_has_a_unit_test(promtool: str) -> None:
         for line in (PROMETHEUS / "rules" / "alerts.yml").read_text().splitlines()
         if line.strip().startswith("- alert:")
     ]
-    assert len(alerts) == 5
+    assert len(alerts) >= 6, alerts  # the file was read: every alert the README lists
     for alert in alerts:
         assert f"alertname: {alert}" in tests, f"{alert} has no promtool test"
