@@ -23,13 +23,20 @@ def run(args: argparse.Namespace) -> int:
     from processors.sinks.metrics import Metrics
     from processors.stream.app import create_app
     from processors.stream.kafka import ensure_topics
+    from processors.stream.logs import RateLimit, install
 
     settings = Settings()
     input_partitions = asyncio.run(ensure_topics(settings, internal=True))
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr=settings.metrics_addr)
     app = create_app(settings, metrics, input_partitions)
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: Any, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            install(RateLimit())  # an unreachable broker must not write thousands of lines a second
+
+    worker = Worker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
     # Faust's terminal spinner sets the root logger to DEBUG to spin on every record: every debug line
     # of aiokafka and Faust was then built and formatted (measured: a tenth of the worker's time).
     worker.spinner = None
