@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.aggregate import MonthlyAggregate, PeriodAggregate
-
+from schemas.billing_event import MAX_ID_LENGTH
 from schemas.movement import MovementRecord
 
 
@@ -140,7 +140,7 @@ def openapi() -> dict[str, Any]:
                             "name": "account_id",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
                         },
                         {
                             "name": "limit",
