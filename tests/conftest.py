@@ -148,6 +148,6 @@ def redis_prefix(redis_url: str, unique: str) -> Iterator[str]:
     prefix = f"test:{unique}:"
     yield prefix
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}*"))
+    keys = list(client.scan_iter(f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)

@@ -52,7 +52,7 @@ def test_rows_equal_the_replay_whatever_the_write_order(redis_url: str, redis_pr
     asyncio.run(go())
 
 
-def test_refresh_gives_way_to_a_concurrent_change(redis_url: str, redis_prefix: str) -> None:
+def test_a_later_refresh_includes_another_writers_batch(redis_url: str, redis_prefix: str) -> None:
     _, outcome = _replayed(5)
     states = list(outcome.accounts.values())  # type: ignore[attr-defined]
 
