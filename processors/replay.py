@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from processors.core.account import AccountState, apply
+from processors.core.account import AccountState, Applied, apply
 from processors.core.aggregates import monthly_aggregates, monthly_totals
 from processors.core.fact import Fact, fact_of
-from processors.core.intake import MAX_RECORD_BYTES, Rejection, parse_event, too_large
+from processors.core.intake import MAX_RECORD_BYTES, RECORD, Rejection, parse_event, too_large
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
 
@@ -47,6 +47,7 @@ class AccountOutcome:
     mrr_items: tuple[tuple[str, int], ...]  # (currency, cents), a currency back to 0 included
     packed: bytearray = field(repr=False)  # the account's valid lines in arrival order, as _Packer packs them
     packer: _Packer = field(repr=False)
+    failed: frozenset[str] = frozenset()  # event ids the engine failed to apply: rejected, left out
 
     @property
     def mrr(self) -> dict[str, int]:
@@ -57,7 +58,8 @@ class AccountOutcome:
     def movements(self) -> tuple[Movement, ...]:
         """The movements in effect, in order: the core applied again to the same events, so equal."""
         facts, _ = self.packer.unpack(self.account_id, self.packed)
-        return apply(AccountState(self.account_id), facts).state.movements
+        kept = [f for f in facts if f.event_id not in self.failed]
+        return apply(AccountState(self.account_id), kept).state.movements
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,29 @@ class _Packer:
 _SEEN_BITS = 1 << 26
 
 
+def _apply_isolating(account_id: str, facts: list[Fact]) -> tuple[Applied, list[tuple[Fact, Exception]]]:
+    """The account's facts one by one, leaving out each the engine fails on (as the stream's processing-
+    error path does); the end state equals applying the others together, whatever their order."""
+    state = AccountState(account_id)
+    accepted: list[Fact] = []
+    duplicates: list[Fact] = []
+    conflicts: list[tuple[Fact, Rejection]] = []
+    failed: list[tuple[Fact, Exception]] = []
+    for fact in facts:  # in arrival order, as apply() takes them: the first of two contents wins
+        try:
+            result = apply(state, [fact])
+        except Exception as exc:
+            failed.append((fact, exc))
+            continue
+        state = result.state
+        accepted += result.accepted
+        duplicates += result.duplicates
+        conflicts += result.conflicts
+    return Applied(
+        state, accepted=tuple(accepted), duplicates=tuple(duplicates), conflicts=tuple(conflicts)
+    ), failed
+
+
 def replay(
     lines: Iterable[tuple[str, bytes]],
     on_line: Callable[[], None] | None = None,
@@ -202,17 +227,31 @@ def _replay(
         nonlocal applied_events, duplicates
         for account_id, packed in by_account.items():
             facts, seqs = packer.unpack(account_id, packed)
-            result = apply(AccountState(account_id), facts)
+            position = {id(fact): i for i, fact in enumerate(facts)}
+            failed: list[tuple[Fact, Exception]] = []
+            try:
+                result = apply(AccountState(account_id), facts)
+            except Exception:
+                result, failed = _apply_isolating(account_id, facts)
             state = result.state
             applied_events += len(result.accepted)
             duplicates += len(result.duplicates)
-            if result.conflicts:
-                position = {id(fact): i for i, fact in enumerate(facts)}
-                for fact, rejection in result.conflicts:
-                    source, raw = maybe_conflicts[seqs[position[id(fact)]]]
-                    rejects.append(Reject(source, rejection, raw))
+            for fact, rejection in result.conflicts:
+                source, raw = maybe_conflicts[seqs[position[id(fact)]]]
+                rejects.append(Reject(source, rejection, raw))
+            for fact, exc in failed:
+                # as the stream dead-letters it; the line's text is not kept for valid lines
+                reason = Rejection(RECORD, f"could not be applied: {type(exc).__name__}: {exc}"[:500])
+                rejects.append(Reject(f"line {seqs[position[id(fact)]] + 1}", reason, b""))
             mrr_items = tuple(state.mrr.items())
-            accounts[account_id] = AccountOutcome(account_id, len(state.events), mrr_items, packed, packer)
+            accounts[account_id] = AccountOutcome(
+                account_id,
+                len(state.events),
+                mrr_items,
+                packed,
+                packer,
+                frozenset(f.event_id for f, _ in failed),
+            )
             yield from state.movements
 
     months = monthly_aggregates(monthly_totals(apply_each()))

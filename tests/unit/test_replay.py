@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,29 @@ def test_a_line_over_the_size_limit_is_rejected_as_the_stream_rejects_it() -> No
     outcome = run([("f:1", line + b"\n")], max_record_bytes=100)
     [reject] = outcome.rejects
     assert reject.rejection.field == "(record)" and "above the limit of 100" in reject.rejection.reason
+
+
+def test_an_event_the_engine_fails_on_is_rejected_and_the_rest_replayed(monkeypatch: Any) -> None:
+    import processors.replay as replay_module
+    from processors.core.account import apply as real_apply
+
+    def poisoned(state: Any, facts: Any) -> Any:
+        facts = list(facts)
+        if any(f.event_id == "poison" for f in facts):
+            raise RuntimeError("boom")
+        return real_apply(state, facts)
+
+    lines = [
+        json.dumps(raw("subscribe", account="a1", at="2025-01-01T00:00:00Z")).encode(),
+        json.dumps(
+            raw("upgrade", account="a1", at="2025-02-01T00:00:00Z", amount="150.00", event_id="poison")
+        ).encode(),
+        json.dumps(raw("upgrade", account="a1", at="2025-03-01T00:00:00Z", amount="120.00")).encode(),
+    ]
+    clean = replay_module.replay([("f:1", lines[0]), ("f:3", lines[2])])
+    monkeypatch.setattr(replay_module, "apply", poisoned)
+    outcome = replay_module.replay([(f"f:{i + 1}", line) for i, line in enumerate(lines)])
+    [reject] = outcome.rejects
+    assert reject.source == "line 2" and "RuntimeError: boom" in reject.rejection.reason
+    assert outcome.months == clean.months
+    assert outcome.accounts["a1"].movements == clean.accounts["a1"].movements
