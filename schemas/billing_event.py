@@ -71,9 +71,7 @@ Percent = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}(\.[0-9]{1,4})?$
 # No control characters: the stream's table keys put an account's parts after a NUL byte.
 NonEmptyId = Annotated[
     str,
-    StringConstraints(
-        min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$", strict=True
-    ),
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$", strict=True),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", strict=True)]
 
