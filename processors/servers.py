@@ -248,7 +248,8 @@ def _prepare_kafka(settings: Settings, data: Path) -> list[str]:
     if not (data / "logs" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         _run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+            # "--cluster-id=...": a random id may start with "-", which would read as an option
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
             "formatting Kafka storage",
         )
     return [*java, "kafka.Kafka", str(config)]
