@@ -37,7 +37,9 @@ stop: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/replay.py
 	$(BIN)/mrr-stream servers start
+	$(BIN)/python bench/state.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/restart.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
