@@ -14,7 +14,7 @@ from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
 from processors.settings import Settings
-from tests.e2e.harness import Stream, free_port, wait_for_metrics
+from tests.e2e.harness import Stream, free_port, scrape, wait_for_metrics
 
 
 def servers(env: dict[str, str], *args: str) -> None:
@@ -51,6 +51,14 @@ def test_a_broker_outage_writes_a_few_lines_and_loses_nothing(stream: Stream, tm
         wait_for_metrics(metrics_port)
         half = len(lines) // 2
         asyncio.run(produce(stream.settings, lines[:half]))
+        deadline = time.monotonic() + 120  # the outage starts once the first half is processed
+        while time.monotonic() < deadline:
+            sample = scrape(metrics_port)
+            if sample.get('mrr_events_total{outcome="applied"}', 0) > 0 and sample["mrr_records_behind"] == 0:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the worker did not work off the first half\n{worker.tail()}")
         before = worker.log.read_text(errors="replace").count("\n")
         servers(env, "stop")
         time.sleep(20)
