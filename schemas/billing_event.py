@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -10,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -83,7 +85,32 @@ def _in_range(at: datetime) -> datetime:
     return at
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_in_range)]
+# RFC 3339 as the contract says: pydantic alone would also take "1735689600" (as Unix seconds), a time
+# without seconds, "_" for "T" or "+0100". Parsed here (to microseconds, the engine's unit) so that strict
+# mode, which takes a string for a datetime only straight from JSON, still applies. The offset is optional
+# in the pattern so that a naive timestamp gets the reason that it has no timezone.
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    found = _RFC3339.fullmatch(value)
+    if found is None:
+        raise PydanticCustomError(
+            "effective_at_format", "must be RFC 3339 with an offset, such as 2025-01-15T10:00:00Z"
+        )
+    stamp, fraction, offset = found.groups()
+    try:  # nanoseconds (Go's RFC3339Nano) are cut to microseconds, as pydantic did; "t" and "z" allowed
+        return datetime.fromisoformat((stamp + (fraction or "")[:7] + (offset or "")).upper())
+    except ValueError as exc:  # 2025-02-30, hour 24, offset +24:00
+        reason = "is not a real date and time ({error})"
+        raise PydanticCustomError("effective_at_value", reason, {"error": str(exc)}) from None
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range)]
 
 
 def micro(amount: str) -> int:
