@@ -558,19 +558,22 @@ def process(
             new.append((position, arrival))
 
     # A redelivery after a crash: what the last batch sent may be lost; send it again, keep it in the
-    # outbox until this batch is acknowledged, and rewrite what it changed in Redis.
-    resend = reader.outbox(account_id, before) if replayed else []
-    outbox: list[tuple[int, int]] = list(before.outbox) if replayed else []
+    # outbox until this batch is acknowledged, and rewrite what it changed in Redis. The same for a root
+    # this process has not seen acknowledged: after a restart an account's next batch can come from the
+    # other source topic (input or by-account) before its unacknowledged one is redelivered.
+    again = bool(replayed) or confirmed_ver != before.ver
+    resend = reader.outbox(account_id, before) if again else []
+    outbox: list[tuple[int, int]] = list(before.outbox) if again else []
     stale_outbox = (
         []
-        if replayed
+        if again
         else [outbox_key(account_id, v, part) for v, parts in before.outbox for part in range(parts)]
     )
-    redis_from: int | None = before.redis_from if replayed else None
+    redis_from: int | None = before.redis_from if again else None
     publish: list[Published] = []
     decoded: list[tuple[bytes, Chunk]] = []
     views: dict[int, ChunkView] = {}
-    if replayed and before.redis_from is not None:
+    if again and before.redis_from is not None:
         # (read before this batch's commits: their chunks are not in the store yet; they replace these)
         views = {v.start: v for v in chunk_views(reader, account_id, before, before.redis_from)}
 
