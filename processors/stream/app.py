@@ -208,6 +208,7 @@ def create_app(
         metrics=metrics,
         partitions=settings.partitions,
         owned=owned,
+        lock=fold_stage.lock,
     )
 
     @app.agent(app.topic(topics.input, topics.by_account, **raw))

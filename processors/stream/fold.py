@@ -114,6 +114,10 @@ class FoldStage:
         self.cache: dict[bytes, Chunk] = {}
         self.roots: dict[str, tuple[bytes, Root]] = {}
         self.confirmed: dict[str, int] = {}  # account -> root version written here and acknowledged
+        # Held while a batch runs: the refresh stage writes Redis from the table only between batches, when
+        # everything in the table is acknowledged (a version read from an unacknowledged write could be
+        # reused, after a crash, by a different state).
+        self.lock = asyncio.Lock()
 
     async def _dead_letter(
         self,
@@ -181,6 +185,10 @@ class FoldStage:
         self.cache.update(update.decoded)
 
     async def batch(self, records: Sequence[Record]) -> None:
+        async with self.lock:
+            await self._batch(records)
+
+    async def _batch(self, records: Sequence[Record]) -> None:
         sent: list[Awaitable[object]] = []
         rejected: list[str] = []
         by_account: dict[str, tuple[int, list[Arrival], list[Record]]] = {}

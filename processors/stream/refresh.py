@@ -30,11 +30,15 @@ class RefreshStage:
         metrics: Metrics,
         partitions: int,
         owned: Callable[[], set[int] | None] = lambda: None,
+        lock: asyncio.Lock | None = None,
     ) -> None:
         """`owned`: the partitions this worker holds now, None while it rebalances or recovers."""
         self.table, self.pending, self.view, self.metrics = table, pending, view, metrics
         self.partitions = partitions
         self.owned = owned
+        self.lock = (
+            lock or asyncio.Lock()
+        )  # the fold stage's: Redis is written from the table between batches
         self.rows_version = -1
 
     async def rebuild_if_lost(self) -> None:
@@ -84,7 +88,6 @@ class RefreshStage:
                 await self.view.write(views, rejected=rejected)
                 accounts, letters = accounts + len(views), letters + len(rejected)
                 views, rejected = [], []
-                await asyncio.sleep(0)  # let the fold stage run between batches
         await self.view.write(views, rejected=rejected)
         return accounts + len(views), letters + len(rejected)
 
@@ -116,8 +119,9 @@ class RefreshStage:
 
     async def tick(self) -> None:
         try:
-            await self.rebuild_if_lost()
-            await self.catch_up()
+            async with self.lock:
+                await self.rebuild_if_lost()
+                await self.catch_up()
             version = await self.view.version()
             if version != self.rows_version and await self.view.refresh_rows():
                 self.rows_version = version
