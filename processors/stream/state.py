@@ -3,8 +3,8 @@
 Pure: no Kafka, no Redis, no clock. The store is anything with `get(key) -> bytes | None`; a batch returns
 the writes to make, in order, and the records to publish once those writes are durable.
 
-Keys (bytes). Every key starts with the account id, and the parts after it follow a NUL byte, so a
-partitioner that hashes a key up to its first NUL puts all of an account's keys in the account's partition:
+Keys (bytes). Every key starts with the account id, and the parts after it follow a NUL byte; the caller
+writes every key of an account to the account's partition of the changelog:
 
 * `A`, the root: version, last offset applied per source topic, next record seq, the last chunk, the
   current MRR, the events and superseded keys of the last commit, the outbox's parts;
@@ -63,11 +63,6 @@ class Store(Protocol):
 def record_id(account_id: str, seq: int) -> str:
     """The idempotency key of a record on the movements topic."""
     return f"{account_id}:{seq}"
-
-
-def partition_key(key: bytes) -> bytes:
-    """The part of a table key that decides its partition: the account id."""
-    return key.split(SEP, 1)[0]
 
 
 def _key(account_id: str, *parts: str) -> bytes:
@@ -173,10 +168,6 @@ class Update:
     applied: int = 0
     duplicates: int = 0
     replayed: int = 0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.writes)
 
 
 # -- months ------------------------------------------------------------------------------------------
