@@ -221,7 +221,9 @@ async def latest_movements(request: web.Request) -> web.Response:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: `update` whenever the figures in Redis change (checked every half second)."""
+    """Server-sent events: `update` whenever the figures in Redis change (checked every half second).
+    The stamp is the rows' version, not the totals': the rows are rewritten a moment after the totals
+    change, and a page told on the totals' change could read the old rows and then hear nothing more."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     view = request.app[VIEW]
@@ -229,7 +231,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     while True:
         try:
             head = await view.client.lindex(view.key("latest"), 0)
-            stamp = (await view.version(), hash(head))
+            stamp = (await view.rows_version(), hash(head))
         except (RedisError, OSError):
             stamp = last or (0, 0)
         message = (

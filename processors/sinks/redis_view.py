@@ -14,6 +14,7 @@ Key layout (every key starts with the configured prefix, `mrr:` by default; mone
 | `mrr:moves:{account_id}:{start}` | string | JSON array of one chunk's movements in effect |
 | `mrr:chunks:{account_id}` | sorted set | the account's chunk starts (score: the start, µs since the epoch) |
 | `mrr:version` | string | bumped on every change of the totals |
+| `mrr:rows_version` | string | the `mrr:version` the monthly rows and `mrr:current` were computed from |
 | `mrr:view:{partition}` | string | the view holds all of that partition; if missing, the worker rebuilds |
 | `mrr:rejected` | set | `topic:partition:offset` of every dead letter (SCARD counts them once) |
 | `mrr:latest` | list | latest movement records, newest first (500 at most; a crash may repeat one) |
@@ -212,6 +213,7 @@ class RedisView:
         async with self.client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.key("version"))
+                version = await pipe.get(self.key("version"))
                 # Read on another connection: a change after the WATCH still makes the EXEC fail.
                 rows = monthly_aggregates(await self._totals())
                 old = await _members(pipe, self.key("months"))
@@ -234,6 +236,7 @@ class RedisView:
                     current[f"{row.currency}:customers"] = str(row.customers_closing)
                 if current:
                     pipe.hset(self.key("current"), mapping=cast(Any, current))
+                pipe.set(self.key("rows_version"), version or 0)
                 await pipe.execute()
                 return True
             except WatchError:
@@ -319,6 +322,10 @@ class RedisView:
 
     async def version(self) -> int:
         return int(await self.client.get(self.key("version")) or 0)
+
+    async def rows_version(self) -> int:
+        """What the readers' figures (rows, current) reflect: changes when they are rewritten."""
+        return int(await self.client.get(self.key("rows_version")) or 0)
 
 
 async def read_months(url: str, prefix: str) -> tuple[list[MonthlyAggregate], int]:

@@ -41,7 +41,9 @@ def test_rows_equal_the_replay_whatever_the_write_order(redis_url: str, redis_pr
             await redis_view.write(views)  # a full redelivery changes nothing
             await redis_view.write(stale)  # nor does an old version arriving late
             assert await redis_view.version() == version
+            assert await redis_view.rows_version() == 0  # the readers' figures are not there yet
             assert await redis_view.refresh_rows()
+            assert await redis_view.rows_version() == version > 0
             assert await redis_view.months() == outcome.months  # type: ignore[attr-defined]
             assert await redis_view.rejected() == len(range(0, len(shuffled), 17))
             sample = states[0]
