@@ -85,6 +85,11 @@ class Metrics:
             "Times the worker found the Redis view gone and rebuilt it",
             registry=registry,
         )
+        self.refetched = Counter(
+            "mrr_records_refetched",
+            "Records the consumer skipped (around a rebalance) that the fold read again from the broker",
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "mrr_batch_seconds", "Time to process one batch, by stage", ["stage"], registry=registry
         )

@@ -33,6 +33,7 @@ from processors.sinks.redis_view import RedisView
 from processors.stream.fold import FoldStage, Topics
 from processors.stream.intake import Record
 from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
+from processors.stream.refetch import BrokerRefetch
 from processors.stream.refresh import RefreshStage
 
 log = logging.getLogger("mrr_stream")
@@ -194,6 +195,7 @@ def create_app(
         partitions=settings.partitions,
         input_copartitioned=input_partitions == settings.partitions,
         max_record_bytes=settings.max_record_bytes,
+        refetch=BrokerRefetch(settings),
     )
 
     def owned() -> set[int] | None:

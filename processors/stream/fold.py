@@ -11,13 +11,18 @@ Per batch, in this order:
 4. once those are acknowledged, the Redis view is written (or, while Redis is down, the accounts waiting
    for it are marked in the `redis-pending` table, which the refresh stage works off).
 A batch that raises has written nothing the next attempt cannot redo: the caller exits without commit.
+
+Before 1, the batch is checked against the position the fold keeps per source partition (the next offset
+it expects, in the table): records the consumer skipped are read again and folded first. Faust can skip
+records prefetched before a rebalance on a partition the worker keeps (faust-streaming issues #216, #221);
+a skipped billing event would be lost for good, since later ones of the partition are applied and committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +52,14 @@ log = logging.getLogger("mrr_stream")
 CACHE_CHUNKS = 100_000  # decoded chunks kept in memory (they are immutable, so never stale)
 PENDING_REJECTED = b"rejected"
 DEAD = b"\x00dl\x00"  # table key prefix of a dead letter's source: the Redis count can be rebuilt
+POSITION = b"\x00pos\x00"  # table key prefix: the next offset the fold expects of a source partition
+
+# Records of (topic, partition) at offsets in [start, end), read again from the broker.
+Refetch = Callable[[str, int, int, int], Awaitable[list[Record]]]
+
+
+def position_key(topic: str, partition: int) -> bytes:
+    return POSITION + f"{topic}\x00{partition}".encode()
 
 
 class Table(Protocol):
@@ -104,8 +117,11 @@ class FoldStage:
         partitions: int,
         input_copartitioned: bool,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        refetch: Refetch | None = None,
     ) -> None:
+        """`refetch`: how records the consumer skipped are read again; None: no position is kept."""
         self.max_record_bytes = max_record_bytes
+        self.refetch = refetch
         self.lag = LagClock(0.0)
         self.table, self.pending, self.producer, self.view = table, pending, producer, view
         self.metrics, self.topics, self.partitions = metrics, topics, partitions
@@ -188,7 +204,58 @@ class FoldStage:
         async with self.lock:
             await self._batch(records)
 
-    async def _batch(self, records: Sequence[Record]) -> None:
+    async def _skipped(self, records: Sequence[Record]) -> list[Record]:
+        """The records of the batch's direct partitions between the fold's position and the batch's last
+        offset that the batch lacks, read again (offsets without a record, such as transaction markers,
+        simply return nothing)."""
+        if self.refetch is None:
+            return []
+        offsets: dict[tuple[str, int], set[int]] = {}
+        for record in records:
+            if record.topic in self.direct_topics:
+                offsets.setdefault((record.topic, record.partition), set()).add(record.offset)
+        found: list[Record] = []
+        for (topic, partition), present in offsets.items():
+            stored = self.table.get(position_key(topic, partition))
+            if stored is None:
+                continue
+            expected = int(stored)
+            for offset in sorted(present):
+                if offset > expected:  # a hole: [expected, offset)
+                    again = await self.refetch(topic, partition, expected, offset)
+                    again = [r for r in again if expected <= r.offset < offset]
+                    if again:
+                        log.warning(
+                            "%s:%d: %d records the consumer skipped (offsets %d to %d) were read again",
+                            topic,
+                            partition,
+                            len(again),
+                            again[0].offset,
+                            again[-1].offset,
+                        )
+                        self.metrics.refetched.inc(len(again))
+                    found += again
+                expected = max(expected, offset + 1)
+        return found
+
+    async def _positions(self, records: Sequence[Record], written: list[Awaitable[object]]) -> None:
+        """Move each direct partition's position past the batch: written after the batch's state writes
+        to the same changelog partition, so it never lands without them."""
+        if self.refetch is None:
+            return
+        ends: dict[tuple[str, int], int] = {}
+        for record in records:
+            if record.topic in self.direct_topics:
+                tp = (record.topic, record.partition)
+                ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+        for (topic, partition), end in ends.items():
+            key = position_key(topic, partition)
+            stored = self.table.get(key)
+            if stored is None or int(stored) < end:
+                written.append(await self.table.write(partition, key, str(end).encode()))
+
+    async def _batch(self, batch: Sequence[Record]) -> None:
+        records = [*await self._skipped(batch), *batch]
         sent: list[Awaitable[object]] = []
         rejected: list[str] = []
         by_account: dict[str, tuple[int, list[Arrival], list[Record]]] = {}
@@ -225,7 +292,8 @@ class FoldStage:
             applied = await self._apply(
                 reader, account, partition, arrivals, originals, written, sent, rejected
             )
-            updates += [(account, update, records) for update, records in applied]
+            updates += [(account, update, originals) for update, originals in applied]
+        await self._positions(records, written)
         await asyncio.gather(*written)  # the state is durable before anything it caused leaves
 
         views: list[AccountView] = []

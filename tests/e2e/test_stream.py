@@ -15,7 +15,14 @@ import pytest
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome, replay
-from tests.e2e.harness import Stream, dead_letters, free_port, movements_topic_months, scrape
+from tests.e2e.harness import (
+    Stream,
+    dead_letters,
+    free_port,
+    movements_topic_months,
+    scrape,
+    wait_for_metrics,
+)
 
 
 def history(tmp_path: Path, seed: int, accounts: int, shuffle: bool) -> tuple[Path, ReplayOutcome]:
@@ -31,9 +38,16 @@ def history(tmp_path: Path, seed: int, accounts: int, shuffle: bool) -> tuple[Pa
 def test_two_workers_on_four_partitions_equal_the_replay(stream: Stream, tmp_path: Path) -> None:
     path, outcome = history(tmp_path, seed=20, accounts=6500, shuffle=True)
     ports = [free_port(), free_port()]
-    for port in ports:
-        stream.add_worker(port).start()
+    first = stream.add_worker(ports[0])
+    first.start()
     asyncio.run(produce(stream.settings, read_lines(path)))
+    # The second worker joins while the first is busy: a rebalance mid-stream, partitions moving under load.
+    wait_for_metrics(ports[0])
+    deadline = time.monotonic() + 120
+    while scrape(ports[0]).get('mrr_events_total{outcome="applied"}', 0) < 300:
+        assert time.monotonic() < deadline, f"the first worker did not start\n{first.tail()}"
+        time.sleep(0.2)
+    stream.add_worker(ports[1]).start()
     stream.wait_until(outcome.months, len(outcome.rejects), timeout=240)
 
     # `mrr-stream status --format json` prints exactly what `mrr-stream replay --format json` prints.

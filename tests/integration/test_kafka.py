@@ -80,3 +80,45 @@ def test_transactional_produce(kafka_bootstrap: str, unique: str) -> None:
     committed, everything = asyncio.run(go())
     assert committed == [b"committed-1", b"committed-2"]
     assert b"aborted" in everything  # the broker did store it; read_committed is what hid it
+
+
+def test_refetch_reads_a_range_again_across_transaction_markers(kafka_bootstrap: str, unique: str) -> None:
+    """What the fold stage reads again when the consumer skipped records: the range's records with their
+    keys, values and headers; offsets holding a transaction marker have none, and a range reaching past
+    the partition's end returns what there is."""
+    from processors.settings import Settings
+    from processors.stream.refetch import BrokerRefetch
+
+    async def go() -> tuple[
+        list[tuple[int, bytes | None, bytes | None]], list[int], list[int], dict[str, bytes]
+    ]:
+        await _create(kafka_bootstrap, unique)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{unique}-tx")
+        await producer.start()
+        try:
+            for batch in range(2):
+                async with producer.transaction():
+                    for i in range(3):
+                        await producer.send(unique, f"v{batch}{i}".encode(), key=b"k", headers=[("h", b"x")])
+        finally:
+            await producer.stop()
+        refetch = BrokerRefetch(Settings(kafka_bootstrap=kafka_bootstrap))
+        try:
+            everything = await refetch(unique, 0, 0, 8)
+            middle = await refetch(unique, 0, 2, 5)
+            past = await refetch(unique, 0, 5, 100)
+        finally:
+            await refetch.close()
+        return (
+            [(r.offset, r.key, r.value) for r in everything],
+            [r.offset for r in middle],
+            [r.offset for r in past],
+            dict(everything[0].headers),
+        )
+
+    everything, middle, past, headers = asyncio.run(go())
+    assert everything == [
+        (0, b"k", b"v00"), (1, b"k", b"v01"), (2, b"k", b"v02"),
+        (4, b"k", b"v10"), (5, b"k", b"v11"), (6, b"k", b"v12"),
+    ]  # fmt: skip
+    assert middle == [2, 4] and past == [5, 6] and headers == {"h": b"x"}

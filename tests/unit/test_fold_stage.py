@@ -232,3 +232,58 @@ def test_a_record_over_the_size_limit_is_dead_lettered_with_its_first_bytes_size
     assert b"above the limit of 2,000" in letter.headers["__connect.errors.exception.message"]
     h.run(h.forwarded())  # the record under the limit is forwarded whole and applied
     assert h.mrr("a1") == {} and h.mrr("a2") == {"USD": 10000}
+
+
+def _partition_log(events: list[dict[str, Any]]) -> dict[int, list[Record]]:
+    """Account-keyed records as the broker holds them: contiguous offsets per partition."""
+    log: dict[int, list[Record]] = {}
+    for e in events:
+        p = partition_for(e["account_id"], PARTITIONS)
+        part = log.setdefault(p, [])
+        part.append(Record(TOPICS.input, p, len(part), e["account_id"].encode(), json.dumps(e).encode()))
+    return log
+
+
+def test_records_the_consumer_skipped_are_read_again_before_the_batch() -> None:
+    """Faust can resume a partition it kept through a rebalance past records it had prefetched: the fold
+    notices the hole from its position and reads those records again, so none is lost."""
+    events = [
+        raw("subscribe" if i < 30 else "upgrade", account=f"a{i % 30}", amount=f"{10 + i}.00")
+        for i in range(90)
+    ]
+    log = _partition_log(events)
+    asked: list[tuple[int, int, int]] = []
+
+    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
+        assert topic == TOPICS.input
+        asked.append((partition, start, end))
+        return [r for r in log[partition] if start <= r.offset < end]
+
+    whole, holed = Harness(), Harness()
+    holed.stage.refetch = refetch
+    whole.run([r for part in log.values() for r in part])
+    biggest = max(log, key=lambda p: len(log[p]))
+    part = log[biggest]
+    holed.run([r for r in part[:5]])
+    holed.run([r for r in part[12:]] + [r for p, rs in log.items() if p != biggest for r in rs])
+    assert asked == [(biggest, 5, 12)]
+
+    def in_effect(h: Harness, account: str) -> list[str]:
+        reader = Reader(h.table)
+        views = chunk_views(reader, account, reader.root(account), None)
+        return [m.movement_id for v in views for m in v.movements]
+
+    for e in events:
+        assert holed.mrr(e["account_id"]) == whole.mrr(e["account_id"])
+        assert in_effect(holed, e["account_id"]) == in_effect(whole, e["account_id"])
+
+    # A redelivery (offsets below the position) asks nothing; offsets without a record (a transaction
+    # marker) are asked once and skipped.
+    asked.clear()
+    holed.run(part[10:14])
+    assert asked == []
+    end = len(part)
+    log[biggest] = [*part, Record(TOPICS.input, biggest, end + 3, b"a0", json.dumps(events[0]).encode())]
+    holed.run(log[biggest][-1:])
+    assert asked == [(biggest, end, end + 3)]
+    assert holed.mrr("a0") == whole.mrr("a0")
