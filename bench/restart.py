@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,8 +46,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from common import clean_redis, free_port, progress_bar
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from processors.cli.produce_cmd import produce
@@ -64,13 +63,6 @@ READY = "Worker ready"
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def processed(port: int) -> float | None:
     """Every outcome of the worker's mrr_events_total; None while /metrics does not answer."""
     try:
@@ -80,17 +72,6 @@ def processed(port: int) -> float | None:
         return None
     return sum(
         float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith("mrr_events_total{")
-    )
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
     )
 
 
@@ -266,23 +247,6 @@ async def redis_has(url: str, key: str) -> bool:
         return bool(await client.exists(key))
     finally:
         await client.aclose()
-
-
-async def clean_redis(url: str, prefix: str) -> int:
-    client = aioredis.Redis.from_url(url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(await client.delete(*batch))
-                batch = []
-        if batch:
-            deleted += int(await client.delete(*batch))
-    finally:
-        await client.aclose()
-    return deleted
 
 
 def disk_usage(path: Path) -> int:

@@ -40,7 +40,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,8 +56,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import clean_redis, free_port, progress_bar
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from processors.cli.produce_cmd import produce
@@ -158,13 +157,6 @@ def run_floor_agent(args: argparse.Namespace) -> int:
 # Helpers of the benchmark itself.
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def scrape(port: int) -> dict[str, float]:
     """Every sample of a /metrics page; {} while it does not answer."""
     try:
@@ -240,34 +232,6 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
-
-
-async def clean_redis(url: str, prefix: str) -> int:
-    client = aioredis.Redis.from_url(url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(await client.delete(*batch))
-                batch = []
-        if batch:
-            deleted += int(await client.delete(*batch))
-    finally:
-        await client.aclose()
-    return deleted
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,6 +1,6 @@
 """Reads a source partition's records again from the broker, for the fold stage's position check: a
-plain aiokafka consumer outside the consumer group (it commits nothing and joins no rebalance), started
-the first time the consumer skips something."""
+plain aiokafka consumer outside the consumer group (it commits nothing and joins no rebalance), started for
+the read and stopped after it (the consumer skips records only around a rebalance)."""
 
 from __future__ import annotations
 
@@ -18,25 +18,17 @@ READ_TIMEOUT = 30.0  # seconds to read a range before the batch fails (and the w
 class BrokerRefetch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.consumer: AIOKafkaConsumer | None = None
-        self.lock = asyncio.Lock()
-
-    async def _consumer(self) -> AIOKafkaConsumer:
-        if self.consumer is None:
-            consumer = AIOKafkaConsumer(
-                **client_options(self.settings),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",  # a range starting below the log's start (retention)
-                max_partition_fetch_bytes=max(1024 * 1024, self.settings.max_record_bytes + HEADROOM),
-            )
-            await consumer.start()
-            self.consumer = consumer
-        return self.consumer
 
     async def __call__(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        async with self.lock:
-            consumer = await self._consumer()
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a range starting below the log's start (retention)
+            max_partition_fetch_bytes=max(1024 * 1024, self.settings.max_record_bytes + HEADROOM),
+        )
+        await consumer.start()
+        try:
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, start)
@@ -60,8 +52,5 @@ class BrokerRefetch:
                                 )
                             )
             return out
-
-    async def close(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+        finally:
+            await consumer.stop()

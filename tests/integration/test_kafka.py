@@ -103,12 +103,9 @@ def test_refetch_reads_a_range_again_across_transaction_markers(kafka_bootstrap:
         finally:
             await producer.stop()
         refetch = BrokerRefetch(Settings(kafka_bootstrap=kafka_bootstrap))
-        try:
-            everything = await refetch(unique, 0, 0, 8)
-            middle = await refetch(unique, 0, 2, 5)
-            past = await refetch(unique, 0, 5, 100)
-        finally:
-            await refetch.close()
+        everything = await refetch(unique, 0, 0, 8)
+        middle = await refetch(unique, 0, 2, 5)
+        past = await refetch(unique, 0, 5, 100)
         return (
             [(r.offset, r.key, r.value) for r in everything],
             [r.offset for r in middle],
