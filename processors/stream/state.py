@@ -6,19 +6,23 @@ the writes to make, in order, and the records to publish once those writes are d
 Keys (bytes). Every key starts with the account id, and the parts after it follow a NUL byte; the caller
 writes every key of an account to the account's partition of the changelog:
 
-* `A`, the root: version, last offset applied per source topic, next record seq, the last chunk, the
-  current MRR, the events and superseded keys of the last commit, the outbox's parts;
-* `A\\0c\\0{start}\\0{ver}`, a chunk: the facts with instant in [start, next chunk's start), the fold
-  state at `start` and the previous chunk's ref; its facts take at most CHUNK_FACT_BYTES plus one instant's;
+* `A`, the root: version, last offset applied per source topic, next record seq, the last chunk itself
+  (the tail, inline: an on-time event rewrites only the root), the current MRR, the events and superseded
+  keys of the last commit, the last batch's records when they are small (else the outbox's parts);
+* `A\\0c\\0{start}\\0{ver}`, a chunk before the tail: the facts with instant in [start, next chunk's
+  start), the fold state at `start` and the previous chunk's ref; its facts take at most CHUNK_FACT_BYTES
+  plus one instant's;
 * `A\\0i\\0{event_id}`, an index entry: instant and fingerprint of an applied event, so deduplication
   never loads history;
-* `A\\0o\\0{ver}\\0{k}`, the outbox: records of commit `ver`, at most OUTBOX_PART_BYTES a part, kept
-  until the next batch of the account (the batch that sent them has been acknowledged by then).
+* `A\\0o\\0{ver}\\0{k}`, the outbox of a batch whose records outgrow OUTBOX_INLINE_BYTES: records of
+  commit `ver`, at most OUTBOX_PART_BYTES a part, kept until the next batch of the account (the batch that
+  sent them has been acknowledged by then).
 
 Chunks are immutable: a commit that changes one writes it again under a new version, and, since each chunk
 names its predecessor, rewrites every later chunk too (a late event refolds from its own chunk onward; an
-on-time event changes only the last chunk). A month always starts a new chunk and a chunk whose facts
-outgrow `CHUNK_FACT_BYTES` is split at an instant boundary, so no value grows with the account's age.
+on-time event changes only the tail, which lives in the root). A month always starts a new chunk and a
+chunk whose facts outgrow `CHUNK_FACT_BYTES` is split at an instant boundary, so no value grows with the
+account's age.
 
 Crash safety rests on one property of the changelog: writes to one partition land in the order they were
 sent, so a crash leaves a prefix of them (aiokafka keeps one batch in flight per partition). A commit writes
@@ -48,10 +52,12 @@ from processors.core.fact import Fact, instant_of, utc_of
 from processors.core.intake import Rejection
 from processors.core.movement import Movement, retraction_of
 
-FORMAT = 2  # bump when the layout changes; a reader refuses what it does not know
+FORMAT = 3  # bump when the layout changes; a reader refuses what it does not know
+READS = (2, 3)  # formats still read: 2 had no tail and no inline records (its last chunk is stored)
 CHUNK_FACT_BYTES = 8_192  # a chunk whose facts outgrow this is split (at an instant boundary)
 COMMIT_EVENTS = 64  # new events per commit: bounds a root's `recent` list
 OUTBOX_PART_BYTES = 32_768
+OUTBOX_INLINE_BYTES = 16_384  # a batch's records up to this size stay in the root, not in outbox keys
 SEP = b"\x00"
 CONFLICT = Rejection("event_id", "already used by an event with different content")
 
@@ -123,11 +129,13 @@ class Root:
     ver: int = 0
     offsets: Mapping[str, int] = field(default_factory=dict)  # source topic -> last offset applied
     seq: int = 0  # the next record's sequence number: record_id = f"{account_id}:{seq}"
-    last: Ref | None = None
+    last: Ref | None = None  # the last stored chunk, when there is no tail (format 2)
+    tail: Chunk | None = None  # the last chunk, kept in the root; its `prev` is the last stored one
     mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last fact
     recent: tuple[Seen, ...] = ()  # events this commit added (at most COMMIT_EVENTS)
     garbage: tuple[bytes, ...] = ()  # keys this commit superseded, deleted after it (and again by the next)
     outbox: tuple[tuple[int, int], ...] = ()  # (ver, parts) holding the records of the last batch
+    sent: tuple[str, ...] = ()  # or the records themselves, when they are small
     redis_from: int | None = None  # earliest chunk start whose view the last batch changed
 
 
@@ -203,25 +211,30 @@ def _checkpoint(doc: list[Any]) -> Checkpoint:
     )
 
 
+def _chunk_doc(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "v": FORMAT,
+        "s": chunk.start,
+        "w": chunk.ver,
+        "p": list(chunk.prev) if chunk.prev else None,
+        "c": _checkpoint_doc(chunk.checkpoint),
+        "f": [
+            [f.instant, f.event_id, f.subscription_id, f.kind, f.currency, f.mrr, f.fingerprint]
+            for f in chunk.facts
+        ],
+    }
+
+
 def encode_chunk(chunk: Chunk) -> bytes:
-    return _dumps(
-        {
-            "v": FORMAT,
-            "s": chunk.start,
-            "w": chunk.ver,
-            "p": list(chunk.prev) if chunk.prev else None,
-            "c": _checkpoint_doc(chunk.checkpoint),
-            "f": [
-                [f.instant, f.event_id, f.subscription_id, f.kind, f.currency, f.mrr, f.fingerprint]
-                for f in chunk.facts
-            ],
-        }
-    )
+    return _dumps(_chunk_doc(chunk))
 
 
 def decode_chunk(account_id: str, data: bytes) -> Chunk:
-    doc = json.loads(data)
-    if doc.get("v") != FORMAT:
+    return _chunk_from_doc(account_id, json.loads(data))
+
+
+def _chunk_from_doc(account_id: str, doc: dict[str, Any]) -> Chunk:
+    if doc.get("v") not in READS:
         raise ValueError(f"unknown chunk format {doc.get('v')!r}")
     prev = doc["p"]
     return Chunk(
@@ -241,29 +254,34 @@ def encode_root(root: Root) -> bytes:
             "off": dict(root.offsets),
             "seq": root.seq,
             "last": list(root.last) if root.last else None,
+            "t": _chunk_doc(root.tail) if root.tail else None,
             "mrr": dict(root.mrr),
             "new": [list(s) for s in root.recent],
             "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
             "ob": [list(o) for o in root.outbox],
+            "sent": list(root.sent),
             "rf": root.redis_from,
         }
     )
 
 
-def decode_root(data: bytes) -> Root:
+def decode_root(account_id: str, data: bytes) -> Root:
     doc = json.loads(data)
-    if doc.get("v") != FORMAT:
+    if doc.get("v") not in READS:
         raise ValueError(f"unknown root format {doc.get('v')!r}")
+    tail = doc.get("t")
     return Root(
-        doc["ver"],
-        doc["off"],
-        doc["seq"],
-        Ref(*doc["last"]) if doc["last"] else None,
-        doc["mrr"],
-        tuple(Seen(*s) for s in doc["new"]),
-        tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
-        tuple((v, n) for v, n in doc["ob"]),
-        doc["rf"],
+        ver=doc["ver"],
+        offsets=doc["off"],
+        seq=doc["seq"],
+        last=Ref(*doc["last"]) if doc["last"] else None,
+        tail=_chunk_from_doc(account_id, tail) if tail else None,
+        mrr=doc["mrr"],
+        recent=tuple(Seen(*s) for s in doc["new"]),
+        garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
+        outbox=tuple((v, n) for v, n in doc["ob"]),
+        sent=tuple(doc.get("sent", ())),
+        redis_from=doc["rf"],
     )
 
 
@@ -311,7 +329,7 @@ class Reader:
         cached = self.roots.get(account_id)
         if cached is not None and cached[0] is data:
             return cached[1]
-        root = decode_root(data)
+        root = decode_root(account_id, data)
         self.roots[account_id] = (data, root)
         return root
 
@@ -331,6 +349,11 @@ class Reader:
         """The chunks from the one holding instant `since` (or the first) to the last, in order."""
         out: list[Chunk] = []
         ref = root.last
+        if root.tail is not None:
+            out.append(root.tail)
+            if since is not None and root.tail.start <= since:
+                return out
+            ref = root.tail.prev
         while ref is not None:
             chunk = self.chunk(account_id, ref)
             out.append(chunk)
@@ -348,7 +371,7 @@ class Reader:
         return Seen(event_id, int(instant), fingerprint)
 
     def outbox(self, account_id: str, root: Root) -> list[bytes]:
-        records: list[bytes] = []
+        records: list[bytes] = [r.encode() for r in root.sent]
         for ver, parts in root.outbox:
             for part in range(parts):
                 data = self.store.get(outbox_key(account_id, ver, part))
@@ -438,17 +461,25 @@ def _commit(reader: Reader, account_id: str, root: Root, facts: list[Fact], ver:
     new_layout = layout([c.start for c in chain], sorted([*old_facts, *facts]))
     new_folded, end = _fold_chunks(account_id, base, new_layout)
 
+    # the old tail lives in the old root, not under a key: never kept, never deleted
+    stored = [c for c in chain if c is not root.tail]
     old_by_start = {c.start: c for c in chain}
     old_moves = {c.start: folded[1] for c, folded in zip(chain, old_folded, strict=False)}
     writes: list[tuple[bytes, bytes | None]] = []
     written: list[Chunk] = []
     views: list[ChunkView] = []
     kept: set[Ref] = set()
-    for (start, chunk_facts), (checkpoint, movements) in zip(new_layout, new_folded, strict=True):
+    tail: Chunk | None = None
+    for n, ((start, chunk_facts), (checkpoint, movements)) in enumerate(
+        zip(new_layout, new_folded, strict=True)
+    ):
         old = old_by_start.get(start)
         candidate = Chunk(start, ver, prev, checkpoint, tuple(chunk_facts))
-        if (
+        if n == len(new_layout) - 1:
+            tail = candidate  # the last chunk goes into the root
+        elif (
             old is not None
+            and old is not root.tail
             and old.prev == prev
             and old.facts == candidate.facts
             and old.checkpoint == checkpoint
@@ -474,12 +505,13 @@ def _commit(reader: Reader, account_id: str, root: Root, facts: list[Fact], ver:
     else:
         old_movements = [m for _, movements in old_folded for m in movements]
         retracted, added = correction(old_movements, new_movements)
-    garbage = tuple(chunk_key(account_id, c.ref) for c in chain if c.ref not in kept)
+    garbage = tuple(chunk_key(account_id, c.ref) for c in stored if c.ref not in kept)
     new_root = Root(
         ver=ver,
         offsets=root.offsets,
         seq=root.seq,
-        last=prev,
+        last=None,
+        tail=tail,
         mrr={c: v for c, v in end.mrr.items()},
         recent=tuple(Seen(f.event_id, f.instant, f.fingerprint) for f in facts),
         garbage=garbage,
@@ -555,6 +587,8 @@ def process(
     again = bool(replayed) or confirmed_ver != before.ver
     resend = reader.outbox(account_id, before) if again else []
     outbox: list[tuple[int, int]] = list(before.outbox) if again else []
+    inline: list[str] = list(before.sent) if again else []
+    inline_bytes = sum(len(r.encode()) for r in inline)
     stale_outbox = (
         []
         if again
@@ -585,9 +619,13 @@ def process(
             publish.append(published)
             records.append(render(account_id, published))
             seq += 1
-        parts = _outbox_parts(records) if records else []
-        writes += [(outbox_key(account_id, ver, i), _dumps(part)) for i, part in enumerate(parts)]
-        if parts:
+        grow = sum(len(r.encode()) for r in records)
+        if not outbox and inline_bytes + grow <= OUTBOX_INLINE_BYTES:
+            inline += records  # (once a batch spills into outbox keys, the rest follows: resent in order)
+            inline_bytes += grow
+        elif records:
+            parts = _outbox_parts(records)
+            writes += [(outbox_key(account_id, ver, i), _dumps(part)) for i, part in enumerate(parts)]
             outbox.append((ver, len(parts)))
         for view in commit.views:
             views[view.start] = view
@@ -599,6 +637,7 @@ def process(
             offsets=offsets_through(through),
             seq=seq,
             outbox=tuple(outbox),
+            sent=tuple(inline),
             redis_from=redis_from,
         )
         writes += commit.writes
@@ -620,6 +659,7 @@ def process(
             recent=(),
             garbage=(),
             outbox=tuple(outbox),
+            sent=tuple(inline),
             redis_from=redis_from,
         )
         writes.append((root_key(account_id), encode_root(root)))

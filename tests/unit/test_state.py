@@ -7,7 +7,7 @@ import json
 import random
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,9 +20,11 @@ from processors.core.movement import record_dict, record_json, retraction_of, to
 from processors.generate import HistoryGenerator, arrange, busy_account, parse_month
 from processors.stream.state import (
     CHUNK_FACT_BYTES,
+    OUTBOX_INLINE_BYTES,
     Arrival,
     Published,
     Reader,
+    Ref,
     Update,
     chunk_key,
     chunk_views,
@@ -103,7 +105,8 @@ def check_state(table: Table, facts: Sequence[Fact]) -> None:
         assert dict(root.mrr) == dict(state.mrr)
 
 
-def test_on_time_events_write_only_the_last_chunk_and_publish_once() -> None:
+def test_on_time_events_rewrite_only_the_root_and_publish_once() -> None:
+    """The last chunk (the tail) lives in the root: an on-time event in its month writes no chunk."""
     table = Table()
     a = fx("subscribe", at="2025-01-01T00:00:00Z")
     first = process(Reader(table), "acct-1", [Arrival(SOURCE, 0, a)], render)
@@ -113,11 +116,17 @@ def test_on_time_events_write_only_the_last_chunk_and_publish_once() -> None:
     second = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, b)], render, 0)
     table.apply(second.writes)
     assert [(p.seq, p.movement.type) for p in second.publish] == [(1, "expansion")]
-    chunk_writes = [k for k, v in second.writes if b"\x00c\x00" in k and v is not None]
-    assert len(chunk_writes) == 1
-    assert [k for k, v in second.writes if v is None and b"\x00c\x00" in k] == [
-        k for k, v in first.writes if b"\x00c\x00" in k
+    assert [k for k, _ in second.writes if b"\x00c\x00" in k or b"\x00o\x00" in k] == []
+    tail = Reader(table).root("acct-1").tail
+    assert tail is not None and [f.event_id for f in tail.facts] == [a.event_id, b.event_id]
+    # a new month seals the tail into a stored chunk, and the new month's chunk is the tail
+    c = fx("upgrade", at="2025-02-03T00:00:00Z", amount="160.00")
+    third = process(Reader(table), "acct-1", [Arrival(SOURCE, 2, c)], render, second.root.ver)
+    table.apply(third.writes)
+    assert [k for k, v in third.writes if b"\x00c\x00" in k and v is not None] == [
+        chunk_key("acct-1", Ref(tail.start, third.root.ver))
     ]
+    check_state(table, [a, b, c])
 
 
 def test_duplicate_publishes_nothing_and_conflict_is_named() -> None:
@@ -165,13 +174,65 @@ def test_a_root_not_confirmed_here_has_its_outbox_sent_again_and_kept() -> None:
     after_restart = process(Reader(table), "acct-1", [Arrival("by-account", 0, b)], render, None)
     assert after_restart.resend == tuple(render("acct-1", p).encode() for p in first.publish)
     table.apply(after_restart.writes)
-    assert len(Reader(table).root("acct-1").outbox) == 2
+    kept = [render("acct-1", p) for p in (*first.publish, *after_restart.publish)]
+    assert list(Reader(table).root("acct-1").sent) == kept
     confirmed = after_restart.root.ver
     c = fx("upgrade", at="2025-03-01T00:00:00Z", amount="160.00")
     calm = process(Reader(table), "acct-1", [Arrival("input", 1, c)], render, confirmed)
     assert calm.resend == ()
     table.apply(calm.writes)
-    assert len(Reader(table).root("acct-1").outbox) == 1
+    assert list(Reader(table).root("acct-1").sent) == [render("acct-1", p) for p in calm.publish]
+
+
+def test_records_that_outgrow_the_root_go_to_outbox_keys_and_are_resent_in_order() -> None:
+    table = Table()
+    first = fx("subscribe", at="2025-01-01T00:00:00Z")
+    opened = process(Reader(table), "acct-1", [Arrival(SOURCE, 0, first)], render)
+    table.apply(opened.writes)
+    many = [
+        fx("upgrade", at=f"2025-02-01T00:{m:02d}:{sec:02d}Z", amount=f"{101 + 60 * m + sec}.00")
+        for m in range(5)
+        for sec in range(60)
+    ]
+    arrivals = [Arrival(SOURCE, 1 + i, f) for i, f in enumerate(many)]
+    update = process(Reader(table), "acct-1", arrivals, render, opened.root.ver)
+    table.apply(update.writes)
+    root = Reader(table).root("acct-1")
+    assert root.outbox and len(update.publish) == len(many)
+    assert sum(len(r.encode()) for r in root.sent) <= OUTBOX_INLINE_BYTES
+    sent = [render("acct-1", p).encode() for p in update.publish]
+    again = process(Reader(table), "acct-1", arrivals, render, update.root.ver)
+    assert again.publish == () and list(again.resend) == sent
+    # the next batch deletes the outbox keys
+    cancel = fx("cancel", at="2025-03-01T00:00:00Z")
+    calm = process(Reader(table), "acct-1", [Arrival(SOURCE, 999, cancel)], render, again.root.ver)
+    table.apply(calm.writes)
+    assert not [k for k in table if b"\x00o\x00" in k]
+    check_state(table, [first, *many, cancel])
+
+
+def test_an_account_stored_by_format_2_is_read_and_moved_on() -> None:
+    """Format 2 had no tail and no inline records: its last chunk is stored. A worker upgraded over such a
+    table folds on, and the stored last chunk is superseded like any other."""
+    table = Table()
+    a = fx("subscribe", at="2025-01-01T00:00:00Z")
+    table.apply(process(Reader(table), "acct-1", [Arrival(SOURCE, 0, a)], render).writes)
+    root = Reader(table).root("acct-1")
+    assert root.tail is not None
+    old_chunk = replace(root.tail, ver=root.ver)
+    doc = json.loads(encode_root(replace(root, tail=None, last=old_chunk.ref, sent=())))
+    del doc["t"], doc["sent"]
+    doc["v"] = 2
+    chunk_doc = json.loads(encode_chunk(old_chunk))
+    chunk_doc["v"] = 2
+    table[chunk_key("acct-1", old_chunk.ref)] = json.dumps(chunk_doc).encode()
+    table[b"acct-1"] = json.dumps(doc).encode()
+    b = fx("upgrade", at="2025-01-20T00:00:00Z", amount="150.00")
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, b)], render, root.ver)
+    assert [p.movement.type for p in update.publish] == ["expansion"]
+    table.apply(update.writes)
+    assert chunk_key("acct-1", old_chunk.ref) not in table
+    check_state(table, [a, b])
 
 
 def test_redelivery_resends_the_outbox_and_computes_nothing() -> None:
@@ -370,7 +431,7 @@ def test_codecs_round_trip() -> None:
     for key, value in table.items():
         account = key.split(b"\x00")[0].decode()
         if b"\x00" not in key:
-            assert encode_root(decode_root(value)) == value
+            assert encode_root(decode_root(account, value)) == value
         elif b"\x00c\x00" in key:
             assert encode_chunk(decode_chunk(account, value)) == value
 
