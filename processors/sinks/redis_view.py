@@ -208,8 +208,9 @@ class RedisView:
             for (month, currency), raw in zip(keys, replies, strict=True)
         }
 
-    async def refresh_rows(self) -> bool:
-        """Rewrite the monthly rows from the totals, unless the totals change meanwhile (then False)."""
+    async def refresh_rows(self) -> list[MonthlyAggregate] | None:
+        """Rewrite the monthly rows from the totals and return them, unless the totals change meanwhile
+        (then None)."""
         async with self.client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.key("version"))
@@ -238,9 +239,9 @@ class RedisView:
                     pipe.hset(self.key("current"), mapping=cast(Any, current))
                 pipe.set(self.key("rows_version"), version or 0)
                 await pipe.execute()
-                return True
+                return rows
             except WatchError:
-                return False
+                return None
 
     async def months(self) -> list[MonthlyAggregate]:
         names = await _members(self.client, self.key("months"))

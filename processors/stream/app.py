@@ -72,8 +72,16 @@ class FaustTable:
 
     def __init__(self, app: faust.App, table: Any) -> None:
         self.app, self.table = app, table
+        # The memory store keeps raw bytes in a dict: read it directly. Its Mapping.get encodes the key
+        # and raises and catches a KeyError on every miss (most index lookups), a tenth of a worker's time.
+        store = table.data
+        self.raw: dict[bytes, bytes] | None = (
+            store.data if type(store).__module__ == "faust.stores.memory" else None
+        )
 
     def get(self, key: bytes) -> bytes | None:
+        if self.raw is not None:
+            return self.raw.get(key)
         value: bytes | None = self.table.data.get(key)
         return value
 

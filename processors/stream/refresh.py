@@ -123,9 +123,9 @@ class RefreshStage:
                 await self.rebuild_if_lost()
                 await self.catch_up()
             version = await self.view.version()
-            if version != self.rows_version and await self.view.refresh_rows():
+            if version != self.rows_version and (rows := await self.view.refresh_rows()) is not None:
                 self.rows_version = version
-                self.metrics.rows(await self.view.months())
+                self.metrics.rows(rows)
         except (RedisError, OSError) as exc:
             log.debug("refresh skipped: %s", exc)
         finally:

@@ -115,7 +115,7 @@ def filled(redis_url: str, redis_prefix: str) -> list[str]:
                 rejected=[f"in:0:{i}" for i in range(len(outcome.rejects))],
                 latest=latest,
             )
-            assert await view.refresh_rows()
+            assert await view.refresh_rows() is not None
             assert await view.months() == outcome.months
         finally:
             await view.close()

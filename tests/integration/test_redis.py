@@ -46,7 +46,7 @@ def test_refresh_gives_way_to_a_concurrent_change(
     redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """refresh_rows() WATCHes the version, reads the totals, then rewrites the rows in one MULTI/EXEC. A
-    batch landing after the WATCH (another worker's) makes the EXEC fail: refresh_rows() says False and
+    batch landing after the WATCH (another worker's) makes the EXEC fail: refresh_rows() says None and
     leaves the rows alone, and the next refresh writes them from the new totals."""
     events = HistoryGenerator(60, 8, 23, parse_month("2025-01")).events()
     outcome = replay((str(i), line.encode()) for i, line in enumerate(arrange(events, 23)))
@@ -70,13 +70,13 @@ def test_refresh_gives_way_to_a_concurrent_change(
                 return totals
 
             monkeypatch.setattr(view, "_totals", totals_then_a_concurrent_batch)
-            assert await view.refresh_rows() is False
+            assert await view.refresh_rows() is None
             assert races == 1 and await view.version() > version  # the change really came in between
             client = view.client
             assert await client.exists(view.key("months"), view.key("current")) == 0
             assert await client.exists(*(view.key("month", r.month, r.currency) for r in outcome.months)) == 0
 
-            assert await view.refresh_rows() is True  # nothing in the way now: the rows of both batches
+            assert await view.refresh_rows() is not None  # nothing in the way now: the rows of both batches
             assert await view.months() == outcome.months
             latest = {row.currency: row for row in outcome.months}  # by month within a currency
             assert await view.current() == {
