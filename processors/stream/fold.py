@@ -53,6 +53,7 @@ CACHE_CHUNKS = 100_000  # decoded chunks kept in memory (they are immutable, so 
 PENDING_REJECTED = b"rejected"
 DEAD = b"\x00dl\x00"  # table key prefix of a dead letter's source: the Redis count can be rebuilt
 POSITION = b"\x00pos\x00"  # table key prefix: the next offset the fold expects of a source partition
+REFETCH_MAX = 10_000  # a larger hole is taken as deliberate: an offset reset, or records gone by retention
 
 # Records of (topic, partition) at offsets in [start, end), read again from the broker.
 Refetch = Callable[[str, int, int, int], Awaitable[list[Record]]]
@@ -221,7 +222,19 @@ class FoldStage:
                 continue
             expected = int(stored)
             for offset in sorted(present):
-                if offset > expected:  # a hole: [expected, offset)
+                if offset - expected > REFETCH_MAX:
+                    # not a prefetch the consumer dropped: the group's offsets were moved on purpose
+                    # (an operator's reset) or retention deleted the records; follow the consumer
+                    log.error(
+                        "%s:%d: the consumer resumed at offset %d, %d past the fold's position: "
+                        "not read again (more than %d; an offset reset or retention?)",
+                        topic,
+                        partition,
+                        offset,
+                        offset - expected,
+                        REFETCH_MAX,
+                    )
+                elif offset > expected:  # a hole: [expected, offset)
                     again = await self.refetch(topic, partition, expected, offset)
                     again = [r for r in again if expected <= r.offset < offset]
                     if again:

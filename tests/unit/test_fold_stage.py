@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import RedisView
 from processors.stream.deadletter import SOURCE_HEADER
-from processors.stream.fold import FoldStage, Topics
+from processors.stream.fold import REFETCH_MAX, FoldStage, Topics, position_key
 from processors.stream.intake import Record, partition_for
 from processors.stream.memory import MemoryProducer, MemoryTable, MemoryView
 from processors.stream.refresh import RefreshStage
@@ -287,3 +287,23 @@ def test_records_the_consumer_skipped_are_read_again_before_the_batch() -> None:
     holed.run(log[biggest][-1:])
     assert asked == [(biggest, end, end + 3)]
     assert holed.mrr("a0") == whole.mrr("a0")
+
+
+def test_a_hole_too_large_to_be_a_skip_is_not_read_again() -> None:
+    """An operator who resets the group's offsets past records means to skip them (or retention deleted
+    them): beyond REFETCH_MAX the fold follows the consumer instead of reading the range back."""
+    asked: list[tuple[int, int]] = []
+
+    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
+        asked.append((start, end))
+        return []
+
+    h = Harness()
+    h.stage.refetch = refetch
+    first = h.record(raw("subscribe", account="a1", amount="10.00"))
+    h.run([first])
+    later = raw("upgrade", account="a1", amount="20.00")
+    jump = first.offset + 1 + REFETCH_MAX + 1
+    h.run([Record(TOPICS.input, first.partition, jump, b"a1", json.dumps(later).encode())])
+    assert asked == [] and h.mrr("a1") == {"USD": 2000}
+    assert h.table.get(position_key(TOPICS.input, first.partition)) == str(jump + 1).encode()
