@@ -39,6 +39,9 @@ from processors.stream.refresh import RefreshStage
 log = logging.getLogger("mrr_stream")
 
 
+IDLE_SECONDS = 5.0  # no batch for this long: look for records the consumer passed over
+
+
 def crash(stage: str) -> NoReturn:
     """Die like a kill -9: nothing of the batch is acked or committed, so all of it is redelivered.
     (Raising would not do: take_events() acks a batch's events even when its body raises.)"""
@@ -225,11 +228,13 @@ def create_app(
     async def fold(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
+            last_batch[0] = time.monotonic()
             try:
                 await fold_stage.batch([_record(e) for e in events])
             except Exception:
                 crash("fold")
             finally:
+                last_batch[0] = time.monotonic()
                 metrics.batch_seconds.labels("fold").observe(time.perf_counter() - started)
 
     @app.timer(interval=settings.refresh_seconds)  # type: ignore[untyped-decorator]
@@ -238,6 +243,23 @@ def create_app(
 
     sources = {topics.input, topics.by_account}
     fold_stage.lag.caught_up_at = fold_stage.lag.last_timestamp = time.time()
+    last_batch = [time.monotonic()]
+
+    @app.timer(interval=IDLE_SECONDS)  # type: ignore[untyped-decorator]
+    async def passed_over() -> None:
+        """While no batch has run for a while, fold what the consumer passed over (fold.py: fill)."""
+        if app.rebalancing or app.in_recovery or time.monotonic() - last_batch[0] < IDLE_SECONDS:
+            return
+        consumer = app.consumer
+        ends = {
+            (tp.topic, tp.partition): consumer.highwater(tp)
+            for tp in consumer.assignment()
+            if tp.topic in fold_stage.direct_topics
+        }
+        try:
+            await fold_stage.fill({tp: end for tp, end in ends.items() if end is not None})
+        except Exception:
+            crash("fill")
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def lag() -> None:

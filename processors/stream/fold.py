@@ -251,6 +251,53 @@ class FoldStage:
                 expected = max(expected, offset + 1)
         return found
 
+    async def fill(self, ends: dict[tuple[str, int], int]) -> int:
+        """Fold what the consumer passed over without delivering: called while the worker is idle, with
+        the end offsets of the direct partitions it holds. A partition whose end is past the fold's
+        position has records the consumer will not deliver (it resumed at the end, as after a rebalance
+        that gave it a partition with no committed offset): they are read again and folded. Returns how
+        many records were folded."""
+        if self.refetch is None:
+            return 0
+        found: list[Record] = []
+        for (topic, partition), end in ends.items():
+            if topic not in self.direct_topics:
+                continue
+            stored = self.table.get(position_key(topic, partition))
+            if stored is None or int(stored) >= end:
+                continue
+            start = int(stored)
+            if end - start > REFETCH_MAX:
+                log.error(
+                    "%s:%d: %d records past the fold's position were never delivered: not read again "
+                    "(more than %d; an offset reset or retention?)",
+                    topic,
+                    partition,
+                    end - start,
+                    REFETCH_MAX,
+                )
+                continue
+            again = await self.refetch(topic, partition, start, end)
+            if not again:  # offsets without records (transaction markers): the position moves past them
+                async with self.lock:
+                    key = position_key(topic, partition)
+                    if self.table.get(key) == stored:
+                        await (await self.table.write(partition, key, str(end).encode()))
+            else:
+                log.warning(
+                    "%s:%d: %d records the consumer passed over (offsets %d to %d) were read again",
+                    topic,
+                    partition,
+                    len(again),
+                    again[0].offset,
+                    again[-1].offset,
+                )
+                self.metrics.refetched.inc(len(again))
+                found += again
+        if found:
+            await self.batch(found)
+        return len(found)
+
     async def _positions(self, records: Sequence[Record], written: list[Awaitable[object]]) -> None:
         """Move each direct partition's position past the batch: written after the batch's state writes
         to the same changelog partition, so it never lands without them."""

@@ -307,3 +307,47 @@ def test_a_hole_too_large_to_be_a_skip_is_not_read_again() -> None:
     h.run([Record(TOPICS.input, first.partition, jump, b"a1", json.dumps(later).encode())])
     assert asked == [] and h.mrr("a1") == {"USD": 2000}
     assert h.table.get(position_key(TOPICS.input, first.partition)) == str(jump + 1).encode()
+
+
+def test_records_the_consumer_passed_over_are_folded_while_idle() -> None:
+    """A consumer that resumes a partition at its end (as Faust did after a rebalance gave a worker a
+    partition with no committed offset) delivers nothing more: no batch shows the hole. While the worker is
+    idle, `fill` compares each partition's end with the fold's position and folds what lies between."""
+    events = [raw("subscribe", account=f"a{i}", amount=f"{10 + i}.00") for i in range(40)]
+    log = _partition_log(events)
+    asked: list[tuple[int, int, int]] = []
+
+    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
+        asked.append((partition, start, end))
+        return [r for r in log[partition] if start <= r.offset < end]
+
+    h = Harness()
+    h.stage.refetch = refetch
+    h.run([r for part in log.values() for r in part[:2]])  # the first two of each partition
+    ends = {(TOPICS.input, p): len(part) for p, part in log.items()}
+    unknown = {(TOPICS.by_account, 0): 7}  # no position yet: nothing known to be missing
+    folded = asyncio.run(h.stage.fill({**ends, **unknown}))
+    assert folded == sum(len(part) - 2 for part in log.values())
+    assert sorted(asked) == sorted((p, 2, len(part)) for p, part in log.items())
+    for e in events:
+        assert h.mrr(e["account_id"]) == {"USD": int(float(e["items"][0]["unit_amount"]) * 100)}
+    asked.clear()
+    assert asyncio.run(h.stage.fill(ends)) == 0 and asked == []  # caught up: nothing asked
+
+
+def test_offsets_without_records_at_a_partitions_end_are_asked_once() -> None:
+    """A transactional producer leaves a marker after its last record: the end is past the position
+    although nothing is missing. One read finds nothing, and the position moves past the marker."""
+    asked: list[tuple[int, int]] = []
+
+    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
+        asked.append((start, end))
+        return []
+
+    h = Harness()
+    h.stage.refetch = refetch
+    first = h.record(raw("subscribe", account="a1", amount="10.00"))
+    h.run([first])
+    ends = {(TOPICS.input, first.partition): first.offset + 2}
+    assert asyncio.run(h.stage.fill(ends)) == 0 and asyncio.run(h.stage.fill(ends)) == 0
+    assert asked == [(first.offset + 1, first.offset + 2)]
