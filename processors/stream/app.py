@@ -258,8 +258,8 @@ def create_app(
         }
         try:
             await fold_stage.fill({tp: end for tp, end in ends.items() if end is not None})
-        except Exception:
-            crash("fill")
+        except Exception as exc:  # the broker unreachable, most likely: the next idle tick tries again
+            log.warning("reading passed-over records failed (%s: %s); trying again", type(exc).__name__, exc)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def lag() -> None:

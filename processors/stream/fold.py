@@ -257,7 +257,7 @@ class FoldStage:
         position has records the consumer will not deliver (it resumed at the end, as after a rebalance
         that gave it a partition with no committed offset): they are read again and folded. Returns how
         many records were folded."""
-        if self.refetch is None:
+        if self.refetch is None or self.lock.locked():  # a batch is running: not idle after all
             return 0
         found: list[Record] = []
         for (topic, partition), end in ends.items():

@@ -351,3 +351,22 @@ def test_offsets_without_records_at_a_partitions_end_are_asked_once() -> None:
     ends = {(TOPICS.input, first.partition): first.offset + 2}
     assert asyncio.run(h.stage.fill(ends)) == 0 and asyncio.run(h.stage.fill(ends)) == 0
     assert asked == [(first.offset + 1, first.offset + 2)]
+
+
+def test_fill_does_nothing_while_a_batch_runs() -> None:
+    asked: list[int] = []
+
+    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
+        asked.append(start)
+        return []
+
+    h = Harness()
+    h.stage.refetch = refetch
+    first = h.record(raw("subscribe", account="a1", amount="10.00"))
+    h.run([first])
+
+    async def during_a_batch() -> int:
+        async with h.stage.lock:
+            return await h.stage.fill({(TOPICS.input, first.partition): first.offset + 5})
+
+    assert asyncio.run(during_a_batch()) == 0 and asked == []
