@@ -228,7 +228,6 @@ def create_app(
     async def fold(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
-            last_batch[0] = time.monotonic()
             try:
                 await fold_stage.batch([_record(e) for e in events])
             except Exception:
@@ -252,12 +251,12 @@ def create_app(
             return
         consumer = app.consumer
         ends = {
-            (tp.topic, tp.partition): consumer.highwater(tp)
+            (tp.topic, tp.partition): end
             for tp in consumer.assignment()
-            if tp.topic in fold_stage.direct_topics
+            if (end := consumer.highwater(tp)) is not None
         }
         try:
-            await fold_stage.fill({tp: end for tp, end in ends.items() if end is not None})
+            await fold_stage.fill(ends)  # (it keeps to the partitions it folds from)
         except Exception as exc:  # the broker unreachable, most likely: the next idle tick tries again
             log.warning("reading passed-over records failed (%s: %s); trying again", type(exc).__name__, exc)
 

@@ -205,6 +205,43 @@ class FoldStage:
         async with self.lock:
             await self._batch(records)
 
+    def _position(self, topic: str, partition: int) -> int | None:
+        stored = self.table.get(position_key(topic, partition))
+        return None if stored is None else int(stored)
+
+    async def _read_again(
+        self, topic: str, partition: int, start: int, end: int, how: str
+    ) -> list[Record] | None:
+        """The records at offsets [start, end) of a source partition, which the consumer `how` (skipped,
+        passed over), read again from the broker; None (not read) past REFETCH_MAX, taken as deliberate."""
+        assert self.refetch is not None
+        if end - start > REFETCH_MAX:
+            # not a prefetch the consumer dropped: the group's offsets were moved on purpose (an
+            # operator's reset) or retention deleted the records; follow the consumer
+            log.error(
+                f"%s:%d: the consumer {how} offsets %d to %d past the fold's position: not read again "
+                "(more than %d; an offset reset or retention?)",
+                topic,
+                partition,
+                start,
+                end - 1,
+                REFETCH_MAX,
+            )
+            return None
+        again = [r for r in await self.refetch(topic, partition, start, end) if start <= r.offset < end]
+        if again:
+            # `how` in the template: the log rate limit holds back repeats of one template for 30 s
+            log.warning(
+                f"%s:%d: %d records the consumer {how} (offsets %d to %d) were read again",
+                topic,
+                partition,
+                len(again),
+                again[0].offset,
+                again[-1].offset,
+            )
+            self.metrics.refetched.inc(len(again))
+        return again
+
     async def _skipped(self, records: Sequence[Record]) -> list[Record]:
         """The records of the batch's direct partitions between the fold's position and the batch's last
         offset that the batch lacks, read again (offsets without a record, such as transaction markers,
@@ -217,37 +254,12 @@ class FoldStage:
                 offsets.setdefault((record.topic, record.partition), set()).add(record.offset)
         found: list[Record] = []
         for (topic, partition), present in offsets.items():
-            stored = self.table.get(position_key(topic, partition))
-            if stored is None:
+            expected = self._position(topic, partition)
+            if expected is None:
                 continue
-            expected = int(stored)
             for offset in sorted(present):
-                if offset - expected > REFETCH_MAX:
-                    # not a prefetch the consumer dropped: the group's offsets were moved on purpose
-                    # (an operator's reset) or retention deleted the records; follow the consumer
-                    log.error(
-                        "%s:%d: the consumer resumed at offset %d, %d past the fold's position: "
-                        "not read again (more than %d; an offset reset or retention?)",
-                        topic,
-                        partition,
-                        offset,
-                        offset - expected,
-                        REFETCH_MAX,
-                    )
-                elif offset > expected:  # a hole: [expected, offset)
-                    again = await self.refetch(topic, partition, expected, offset)
-                    again = [r for r in again if expected <= r.offset < offset]
-                    if again:
-                        log.warning(
-                            "%s:%d: %d records the consumer skipped (offsets %d to %d) were read again",
-                            topic,
-                            partition,
-                            len(again),
-                            again[0].offset,
-                            again[-1].offset,
-                        )
-                        self.metrics.refetched.inc(len(again))
-                    found += again
+                if offset > expected:  # a hole: [expected, offset)
+                    found += await self._read_again(topic, partition, expected, offset, "skipped") or []
                 expected = max(expected, offset + 1)
         return found
 
@@ -261,39 +273,18 @@ class FoldStage:
             return 0
         found: list[Record] = []
         for (topic, partition), end in ends.items():
-            if topic not in self.direct_topics:
+            start = self._position(topic, partition) if topic in self.direct_topics else None
+            if start is None or start >= end:
                 continue
-            stored = self.table.get(position_key(topic, partition))
-            if stored is None or int(stored) >= end:
+            again = await self._read_again(topic, partition, start, end, "passed over")
+            if again is None:
                 continue
-            start = int(stored)
-            if end - start > REFETCH_MAX:
-                log.error(
-                    "%s:%d: %d records past the fold's position were never delivered: not read again "
-                    "(more than %d; an offset reset or retention?)",
-                    topic,
-                    partition,
-                    end - start,
-                    REFETCH_MAX,
-                )
-                continue
-            again = await self.refetch(topic, partition, start, end)
             if not again:  # offsets without records (transaction markers): the position moves past them
                 async with self.lock:
-                    key = position_key(topic, partition)
-                    if self.table.get(key) == stored:
+                    if self._position(topic, partition) == start:
+                        key = position_key(topic, partition)
                         await (await self.table.write(partition, key, str(end).encode()))
-            else:
-                log.warning(
-                    "%s:%d: %d records the consumer passed over (offsets %d to %d) were read again",
-                    topic,
-                    partition,
-                    len(again),
-                    again[0].offset,
-                    again[-1].offset,
-                )
-                self.metrics.refetched.inc(len(again))
-                found += again
+            found += again
         if found:
             await self.batch(found)
         return len(found)
@@ -309,9 +300,9 @@ class FoldStage:
                 tp = (record.topic, record.partition)
                 ends[tp] = max(ends.get(tp, 0), record.offset + 1)
         for (topic, partition), end in ends.items():
-            key = position_key(topic, partition)
-            stored = self.table.get(key)
-            if stored is None or int(stored) < end:
+            stored = self._position(topic, partition)
+            if stored is None or stored < end:
+                key = position_key(topic, partition)
                 written.append(await self.table.write(partition, key, str(end).encode()))
 
     async def _batch(self, batch: Sequence[Record]) -> None:

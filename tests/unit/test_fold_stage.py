@@ -289,9 +289,8 @@ def test_records_the_consumer_skipped_are_read_again_before_the_batch() -> None:
     assert holed.mrr("a0") == whole.mrr("a0")
 
 
-def test_a_hole_too_large_to_be_a_skip_is_not_read_again() -> None:
-    """An operator who resets the group's offsets past records means to skip them (or retention deleted
-    them): beyond REFETCH_MAX the fold follows the consumer instead of reading the range back."""
+def _finding_nothing() -> tuple[Harness, Record, list[tuple[int, int]]]:
+    """A stage whose broker has nothing to read again, the ranges it was asked for, and one folded record."""
     asked: list[tuple[int, int]] = []
 
     async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
@@ -302,6 +301,13 @@ def test_a_hole_too_large_to_be_a_skip_is_not_read_again() -> None:
     h.stage.refetch = refetch
     first = h.record(raw("subscribe", account="a1", amount="10.00"))
     h.run([first])
+    return h, first, asked
+
+
+def test_a_hole_too_large_to_be_a_skip_is_not_read_again() -> None:
+    """An operator who resets the group's offsets past records means to skip them (or retention deleted
+    them): beyond REFETCH_MAX the fold follows the consumer instead of reading the range back."""
+    h, first, asked = _finding_nothing()
     later = raw("upgrade", account="a1", amount="20.00")
     jump = first.offset + 1 + REFETCH_MAX + 1
     h.run([Record(TOPICS.input, first.partition, jump, b"a1", json.dumps(later).encode())])
@@ -338,32 +344,14 @@ def test_records_the_consumer_passed_over_are_folded_while_idle() -> None:
 def test_offsets_without_records_at_a_partitions_end_are_asked_once() -> None:
     """A transactional producer leaves a marker after its last record: the end is past the position
     although nothing is missing. One read finds nothing, and the position moves past the marker."""
-    asked: list[tuple[int, int]] = []
-
-    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
-        asked.append((start, end))
-        return []
-
-    h = Harness()
-    h.stage.refetch = refetch
-    first = h.record(raw("subscribe", account="a1", amount="10.00"))
-    h.run([first])
+    h, first, asked = _finding_nothing()
     ends = {(TOPICS.input, first.partition): first.offset + 2}
     assert asyncio.run(h.stage.fill(ends)) == 0 and asyncio.run(h.stage.fill(ends)) == 0
     assert asked == [(first.offset + 1, first.offset + 2)]
 
 
 def test_fill_does_nothing_while_a_batch_runs() -> None:
-    asked: list[int] = []
-
-    async def refetch(topic: str, partition: int, start: int, end: int) -> list[Record]:
-        asked.append(start)
-        return []
-
-    h = Harness()
-    h.stage.refetch = refetch
-    first = h.record(raw("subscribe", account="a1", amount="10.00"))
-    h.run([first])
+    h, first, asked = _finding_nothing()
 
     async def during_a_batch() -> int:
         async with h.stage.lock:
