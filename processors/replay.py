@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from processors.core.account import AccountState, Applied, apply
+from processors.core.account import AccountState, Applied, apply, as_of
 from processors.core.aggregates import monthly_aggregates, monthly_totals
-from processors.core.fact import Fact, fact_of
+from processors.core.fact import Fact, fact_of, month_of
 from processors.core.intake import MAX_RECORD_BYTES, RECORD, Rejection, parse_event, too_large
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
@@ -48,18 +48,27 @@ class AccountOutcome:
     packed: bytearray = field(repr=False)  # the account's valid lines in arrival order, as _Packer packs them
     packer: _Packer = field(repr=False)
     failed: frozenset[str] = frozenset()  # event ids the engine failed to apply: rejected, left out
+    as_of: int | None = None  # the instant the figures are taken at (None: after every event)
 
     @property
     def mrr(self) -> dict[str, int]:
-        """Current MRR in cents per currency, equal to AccountState.mrr."""
+        """MRR in cents per currency at `as_of`, equal to the core's as_of(...).mrr."""
         return dict(self.mrr_items)
 
     @property
     def movements(self) -> tuple[Movement, ...]:
-        """The movements in effect, in order: the core applied again to the same events, so equal."""
+        """The movements in effect at `as_of`, in order: the core applied again to the same events."""
+        return as_of(self._state(), self.as_of).movements
+
+    @property
+    def scheduled(self) -> tuple[Movement, ...]:
+        """The movements the events known will cause after `as_of`."""
+        return as_of(self._state(), self.as_of).scheduled
+
+    def _state(self) -> AccountState:
         facts, _ = self.packer.unpack(self.account_id, self.packed)
         kept = [f for f in facts if f.event_id not in self.failed]
-        return apply(AccountState(self.account_id), kept).state.movements
+        return apply(AccountState(self.account_id), kept).state
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,8 @@ class ReplayOutcome:
     months: list[MonthlyAggregate]
     events: int  # valid events applied, duplicates not counted
     duplicates: int
+    as_of: int | None = None  # µs since the epoch; None: after every event
+    scheduled: list[Movement] = field(default_factory=list)  # what is known to happen after as_of
 
     @property
     def movements(self) -> list[Movement]:
@@ -116,7 +127,9 @@ class _Packer:
 
     def pack(self, into: bytearray, seq: int, fact: Fact) -> None:
         fingerprint, event_id = fact.fingerprint, fact.event_id
-        tail = (fingerprint + event_id + fact.subscription_id).encode(_UTF8, _ANY_STR)
+        # a void's subscription_id is never read: its place holds the event it voids
+        third = fact.voids if fact.voids is not None else fact.subscription_id
+        tail = (fingerprint + event_id + third).encode(_UTF8, _ANY_STR)
         mrr = fact.mrr
         if mrr >= 1 << 63:
             self.large_mrr[seq], mrr = mrr, _MRR_ASIDE
@@ -144,8 +157,11 @@ class _Packer:
             ids = n_fingerprint + n_event
             if mrr == _MRR_ASIDE:
                 mrr = self.large_mrr[seq]
-            fields = (instant, tail[n_fingerprint:ids], account_id, tail[ids:], names[kind], names[currency])
-            facts.append(Fact._make((*fields, mrr, tail[:n_fingerprint])))
+            name = names[kind]
+            third = tail[ids:]
+            fields = (instant, tail[n_fingerprint:ids], account_id, third, name, names[currency])
+            fact = Fact._make((*fields, mrr, tail[:n_fingerprint], None))
+            facts.append(fact._replace(subscription_id="", voids=third) if name == "void" else fact)
             seqs.append(seq)
         return facts, seqs
 
@@ -183,14 +199,20 @@ def replay(
     lines: Iterable[tuple[str, bytes]],
     on_line: Callable[[], None] | None = None,
     max_record_bytes: int = MAX_RECORD_BYTES,
+    at: int | None = None,
 ) -> ReplayOutcome:
-    """Replay (source, raw line) pairs; blank lines are skipped, bad ones rejected, the rest applied."""
+    """Replay (source, raw line) pairs; blank lines are skipped, bad ones rejected, the rest applied.
+    `at`: the as-of instant (µs since the epoch): events effective after it are scheduled, and the
+    monthly rows run through its month. None: every event applied, rows through the last movement."""
     with _no_cyclic_gc():
-        return _replay(lines, on_line, max_record_bytes)
+        return _replay(lines, on_line, max_record_bytes, at)
 
 
 def _replay(
-    lines: Iterable[tuple[str, bytes]], on_line: Callable[[], None] | None, max_record_bytes: int
+    lines: Iterable[tuple[str, bytes]],
+    on_line: Callable[[], None] | None,
+    max_record_bytes: int,
+    at: int | None,
 ) -> ReplayOutcome:
     by_account: dict[str, bytearray] = {}
     packer = _Packer()
@@ -219,6 +241,7 @@ def _replay(
     del seen
 
     accounts: dict[str, AccountOutcome] = {}
+    scheduled: list[Movement] = []
     applied_events = duplicates = 0
 
     def apply_each() -> Iterator[Movement]:
@@ -243,16 +266,19 @@ def _replay(
                 # as the stream dead-letters it; the line's text is not kept for valid lines
                 reason = Rejection(RECORD, f"could not be applied: {type(exc).__name__}: {exc}"[:500])
                 rejects.append(Reject(f"line {seqs[position[id(fact)]] + 1}", reason, b""))
-            mrr_items = tuple(state.mrr.items())
+            then = as_of(state, at)
             accounts[account_id] = AccountOutcome(
                 account_id,
                 len(state.events),
-                mrr_items,
+                tuple(then.mrr.items()),
                 packed,
                 packer,
                 frozenset(f.event_id for f, _ in failed),
+                at,
             )
-            yield from state.movements
+            scheduled.extend(then.scheduled)
+            yield from then.movements
 
-    months = monthly_aggregates(monthly_totals(apply_each()))
-    return ReplayOutcome(accounts, rejects, months, applied_events, duplicates)
+    through = None if at is None else month_of(at)
+    months = monthly_aggregates(monthly_totals(apply_each()), through)
+    return ReplayOutcome(accounts, rejects, months, applied_events, duplicates, at, scheduled)

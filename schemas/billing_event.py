@@ -19,7 +19,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-EventType = Literal["subscribe", "upgrade", "downgrade", "change", "cancel", "reactivate", "pause", "resume"]
+EventType = Literal[
+    "subscribe", "upgrade", "downgrade", "change", "cancel", "reactivate", "pause", "resume", "void"
+]
 Interval = Literal["day", "week", "month", "quarter", "year"]
 
 # Events that state the subscription's full recurring terms after the event.
@@ -187,7 +189,9 @@ class BillingEvent(_Contract):
     subscription_id: NonEmptyId
     effective_at: Instant = Field(
         description=f"RFC 3339 timestamp with an offset (Z or +hh:mm), {_RANGE}: the instant counts, "
-        "not the local date."
+        "not the local date. An event effective after now is scheduled: kept at once, but it changes no "
+        "current figure, movement or month until its instant (then its movements are exactly those it "
+        "would have caused had it arrived at that instant)."
     )
     currency: Currency | None = None
     interval: Interval | None = None
@@ -206,9 +210,28 @@ class BillingEvent(_Contract):
     )
     discount: Discount | None = None
     trial: bool = False
+    voids: NonEmptyId | None = Field(
+        default=None,
+        description="Added in v1.1. Required for a `void` event, which withdraws the earlier event of the "
+        "same account with this event_id, whatever its time: a scheduled event is never applied, a past "
+        "one is corrected away like a late event. A void of an event not seen yet waits for it; a void of "
+        "a void is rejected. A void acts when it arrives, whatever its own effective_at (kept for the "
+        "record); it states no terms and cannot itself be voided.",
+    )
 
     @model_validator(mode="after")
     def _check_terms(self) -> BillingEvent:
+        if self.type == "void":
+            if self.voids is None:
+                raise FieldError("voids", "required for a void event: the event_id it withdraws")
+            if self.voids == self.event_id:
+                raise FieldError("voids", "names the void itself; it must name an earlier event")
+            for name in (*_TERM_FIELDS, "discount"):
+                if getattr(self, name) is not None:
+                    raise FieldError(name, "a void event states no terms")
+            return self
+        if self.voids is not None:
+            raise FieldError("voids", f"only a void event names an event to void, not a {self.type} event")
         if self.type in TERMS_REQUIRED:
             for name in _TERM_FIELDS:
                 if getattr(self, name) is None:
@@ -233,4 +256,4 @@ class BillingEvent(_Contract):
 
     @property
     def has_terms(self) -> bool:
-        return self.items is not None and self.type not in ("cancel", "pause")
+        return self.items is not None and self.type not in ("cancel", "pause", "void")

@@ -12,12 +12,14 @@ from pydantic import BaseModel
 from schemas.aggregate import MonthlyAggregate
 from schemas.billing_event import BillingEvent
 from schemas.movement import MovementRecord
+from schemas.scheduled import ScheduledChanges
 
 JSON_DIR = Path(__file__).parent / "json"
 CONTRACTS: dict[str, type[BaseModel]] = {
     "billing-event.v1": BillingEvent,
     "mrr-movement.v1": MovementRecord,
     "monthly-aggregate.v1": MonthlyAggregate,
+    "scheduled-changes.v1": ScheduledChanges,
 }
 
 

@@ -17,8 +17,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from redis.exceptions import RedisError
 
+from processors import clock
 from processors.api.openapi import openapi
 from processors.core.aggregates import period_months, rollup
+from processors.core.scheduled import MAX_DAYS, scheduled_changes
 from processors.settings import Settings
 from processors.sinks.redis_view import ACCOUNT_MOVEMENTS_KEPT, LATEST_KEPT, RedisView
 from schemas.aggregate import MonthlyAggregate
@@ -34,6 +36,8 @@ STATIC_NAME = re.compile(r"[A-Za-z0-9_-]+\.(js|css)", re.ASCII)
 DEFAULT_LIMIT = 50
 ACCOUNT_PAGE = 500  # an account's movements per page by default
 CURSOR = re.compile(r"[0-9]{1,17}", re.ASCII)
+DEFAULT_DAYS = 30  # the scheduled changes' window by default
+DAY_US = 86_400_000_000
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 REQUESTS: web.AppKey[Counter] = web.AppKey("requests", Counter)
@@ -83,6 +87,14 @@ def parse_limit(value: str | None, default: int = DEFAULT_LIMIT, largest: int = 
         return default
     if not LIMIT.fullmatch(value) or not 1 <= int(value) <= largest:
         raise BadRequest("limit", f"{_shown(value)} is not a whole number from 1 to {largest}")
+    return int(value)
+
+
+def parse_days(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_DAYS
+    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= MAX_DAYS:
+        raise BadRequest("days", f"{_shown(value)} is not a whole number of days from 1 to {MAX_DAYS}")
     return int(value)
 
 
@@ -220,6 +232,16 @@ async def latest_movements(request: web.Request) -> web.Response:
     return _json({"movements": [m.model_dump(mode="json") for m in records]})
 
 
+async def scheduled(request: web.Request) -> web.Response:
+    """What the events known now will do to MRR in the next `days` days (processors/core/scheduled.py)."""
+    days = parse_days(request.query.get("days"))
+    currency = _currency_param(request)
+    now = clock.now()
+    records = await request.app[VIEW].scheduled(now + days * DAY_US, currency)
+    changes = scheduled_changes(records, now, days, currency)
+    return web.Response(text=changes.model_dump_json(), content_type="application/json")
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `update` whenever the figures in Redis change (checked every half second).
     The stamp is the rows' version, not the totals': the rows are rewritten a moment after the totals
@@ -290,6 +312,7 @@ def create_api(settings: Settings) -> web.Application:
     app.router.add_get("/api/periods", periods)
     app.router.add_get("/api/accounts/{account_id}", account)
     app.router.add_get("/api/movements/latest", latest_movements)
+    app.router.add_get("/api/scheduled", scheduled)
     app.router.add_get("/api/events", events)
     app.router.add_get("/api/openapi.json", openapi_doc)
     app.router.add_get("/api/{tail:.*}", not_found)

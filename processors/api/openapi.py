@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from processors.core.scheduled import MAX_DAYS
 from schemas.aggregate import MonthlyAggregate, PeriodAggregate
 from schemas.billing_event import MAX_ID_LENGTH
 from schemas.movement import MovementRecord
+from schemas.scheduled import ScheduledChanges, ScheduledTotal
 
 
 def _schema(model: Any) -> dict[str, Any]:
@@ -201,6 +203,30 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/scheduled": {
+                "get": {
+                    "summary": "Scheduled changes: the movements that events already known, effective after "
+                    "now, will cause in the next `days` days, summed per currency and type (a forecast from "
+                    "what is known: a later event may still change it)",
+                    "parameters": [
+                        {
+                            "name": "days",
+                            "in": "query",
+                            "description": "the window, from now",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DAYS, "default": 30},
+                        },
+                        {"name": "currency", "in": "query", "schema": _CURRENCY},
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            "Totals per currency and type, and the movements by instant",
+                            _ref("ScheduledChanges"),
+                        ),
+                        "400": _ERROR,
+                        "503": _UNAVAILABLE,
+                    },
+                }
+            },
             "/api/events": {
                 "get": {
                     "summary": "Server-sent events: `update` whenever the figures change",
@@ -213,6 +239,8 @@ def openapi() -> dict[str, Any]:
                 "MonthlyAggregate": _schema(MonthlyAggregate),
                 "PeriodAggregate": _schema(PeriodAggregate),
                 "MovementRecord": _schema(MovementRecord),
+                "ScheduledTotal": _schema(ScheduledTotal),
+                "ScheduledChanges": _schema(ScheduledChanges),
             }
         },
     }

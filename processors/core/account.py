@@ -143,6 +143,17 @@ def correction(old: Sequence[Movement], new: Sequence[Movement]) -> tuple[list[M
     return retracted, added
 
 
+VOID_OF_VOID = Rejection("voids", "names a void event; a void cannot be voided")
+
+
+def in_effect(events: Iterable[Fact]) -> list[Fact]:
+    """The events the fold applies: every event but the voids and the events they withdraw. A void of an
+    event not seen yet withdraws it when it comes; a void never withdraws a void."""
+    events = list(events)
+    voided = {f.voids for f in events if f.kind == "void"}
+    return [f for f in events if f.kind != "void" and f.event_id not in voided]
+
+
 def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
     """Fold new facts (any order, duplicates allowed) into an account's state."""
     known = {f.event_id: f for f in state.events}
@@ -154,7 +165,12 @@ def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
             raise ValueError(f"event {fact.event_id} belongs to {fact.account_id}, not {state.account_id}")
         seen = known.get(fact.event_id) or fresh.get(fact.event_id)
         if seen is None:
-            fresh[fact.event_id] = fact
+            target = None if fact.voids is None else known.get(fact.voids) or fresh.get(fact.voids)
+            # (a void of a void that comes before it has no effect: it withdraws only non-voids)
+            if target is not None and target.kind == "void":
+                conflicts.append((fact, VOID_OF_VOID))
+            else:
+                fresh[fact.event_id] = fact
         elif seen.fingerprint == fact.fingerprint:
             duplicates.append(fact)
         else:
@@ -166,17 +182,18 @@ def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
     new_events = sorted(fresh.values())
     last = state.last_instant
     retracted: list[Movement] = []
-    if last is None or new_events[0].instant > last:
+    voiding = any(f.kind == "void" for f in (*state.events, *new_events))
+    if not voiding and (last is None or new_events[0].instant > last):
         # On time: continue the fold from the end state; nothing already published changes.
         subscriptions, mrr, ever = dict(state.subscriptions), dict(state.mrr), set(state.ever_active)
         added = fold(state.account_id, new_events, subscriptions, mrr, ever)
         all_events = state.events + tuple(new_events)
         movements = state.movements + tuple(added)
     else:
-        # Late: refold the whole history and publish the difference as a correction.
+        # Late, or a void: refold the whole history and publish the difference as a correction.
         all_events = tuple(sorted((*state.events, *new_events)))
         subscriptions, mrr, ever = {}, {}, set()
-        movements = tuple(fold(state.account_id, all_events, subscriptions, mrr, ever))
+        movements = tuple(fold(state.account_id, in_effect(all_events), subscriptions, mrr, ever))
         retracted, added = correction(state.movements, movements)
     new_state = AccountState(
         account_id=state.account_id,
@@ -194,3 +211,28 @@ def apply(state: AccountState, facts: Iterable[Fact]) -> Applied:
         duplicates=tuple(duplicates),
         conflicts=tuple(conflicts),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AsOf:
+    """An account as of an instant: what is in effect then, and what is scheduled after it."""
+
+    movements: tuple[Movement, ...]  # in effect: those effective at or before the instant
+    mrr: Mapping[str, int]  # currency -> cents at the instant
+    scheduled: tuple[Movement, ...]  # what the events known now will do after the instant
+
+
+def as_of(state: AccountState, instant: int | None) -> AsOf:
+    """The account at `instant` (µs since the epoch; None: after every event). The fold is causal (an
+    event never changes a movement before its own instant), so what is in effect at the instant is a
+    prefix of the movements, equal to folding only the events effective by then."""
+    if instant is None or state.last_instant is None or state.last_instant <= instant:
+        return AsOf(state.movements, state.mrr, ())
+    cut = utc_of(instant)
+    due = tuple(m for m in state.movements if m.effective_at <= cut)
+    later = tuple(m for m in state.movements if m.effective_at > cut)
+    subscriptions: dict[str, Subscription] = {}
+    mrr: dict[str, int] = {}
+    events = [f for f in in_effect(state.events) if f.instant <= instant]
+    fold(state.account_id, events, subscriptions, mrr, set())
+    return AsOf(due, mrr, later)

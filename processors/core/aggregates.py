@@ -76,13 +76,16 @@ def ratio(numerator: int, denominator: int) -> Decimal | None:
     return Decimal(scaled).scaleb(-_RATIO_PLACES)
 
 
-def monthly_aggregates(totals: Mapping[MonthKey, MonthTotals]) -> list[MonthlyAggregate]:
-    """One row per (month, currency), every month from a currency's first movement to the last month
-    with a movement in any currency, so that every currency's table ends on the same month."""
+def monthly_aggregates(
+    totals: Mapping[MonthKey, MonthTotals], through: str | None = None
+) -> list[MonthlyAggregate]:
+    """One row per (month, currency), every month from a currency's first movement to `through` (the
+    month of "now": months run to now, a month without movements still has its row), or without it to
+    the last month with a movement in any currency; every currency's table ends on the same month."""
     live = {key: t for key, t in totals.items() if t.movements != 0}
     if not live:
         return []
-    last = max(month for month, _ in live)
+    last = max(max(month for month, _ in live), through or "")
     rows: list[MonthlyAggregate] = []
     for currency in sorted({c for _, c in live}):
         month = min(m for m, c in live if c == currency)

@@ -26,6 +26,7 @@ class Fact(NamedTuple):
     currency: str | None  # the terms' currency; None when the event states no terms
     mrr: int  # the terms' MRR in cents; 0 when the event states no terms
     fingerprint: str  # hash of the event's contract content: same id + other fingerprint = conflict
+    voids: str | None = None  # a void event's target event_id; None for every other kind
 
 
 def instant_of(at: datetime) -> int:
@@ -35,6 +36,12 @@ def instant_of(at: datetime) -> int:
 
 def utc_of(instant: int) -> datetime:
     return _EPOCH + timedelta(microseconds=instant)
+
+
+def month_of(instant: int) -> str:
+    """The month "YYYY-MM" (UTC) of an instant: the one definition of a month."""
+    at = utc_of(instant)
+    return f"{at.year:04d}-{at.month:02d}"
 
 
 def fact_of(event: BillingEvent) -> Fact:
@@ -49,4 +56,5 @@ def fact_of(event: BillingEvent) -> Fact:
         currency=event.currency if terms else None,
         mrr=subscription_mrr(event) if terms else 0,
         fingerprint=hashlib.blake2b(content, digest_size=10).hexdigest(),
+        voids=event.voids,
     )

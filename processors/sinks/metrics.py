@@ -7,6 +7,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from processors.core.movement import Movement
 from schemas.aggregate import MonthlyAggregate
+from schemas.scheduled import ScheduledChanges
 
 
 class Metrics:
@@ -90,6 +91,19 @@ class Metrics:
             "Records the consumer skipped (around a rebalance) that the fold read again from the broker",
             registry=registry,
         )
+        self.scheduled_mrr = Gauge(
+            "mrr_scheduled_mrr",
+            "MRR that scheduled events (effective after now) will move within the window, by movement "
+            "type, in currency units (positive; churn and contraction lower MRR)",
+            ["type", "currency", "window"],
+            registry=registry,
+        )
+        self.scheduled_accounts = Gauge(
+            "mrr_scheduled_accounts",
+            "Accounts behind mrr_scheduled_mrr",
+            ["type", "currency", "window"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "mrr_batch_seconds", "Time to process one batch, by stage", ["stage"], registry=registry
         )
@@ -98,6 +112,16 @@ class Metrics:
         labels = (movement.type, movement.currency, movement.record)
         self.movements.labels(*labels).inc()
         self.movement_amount.labels(*labels).inc(abs(movement.amount) / 100)
+
+    def scheduled(self, windows: list[ScheduledChanges]) -> None:
+        """The scheduled totals of each window (30d, 60d, 90d); a series with nothing left is removed."""
+        self.scheduled_mrr.clear()
+        self.scheduled_accounts.clear()
+        for changes in windows:
+            window = f"{changes.days}d"
+            for t in changes.totals:
+                self.scheduled_mrr.labels(t.type, t.currency, window).set(t.amount / 100)
+                self.scheduled_accounts.labels(t.type, t.currency, window).set(len(t.accounts))
 
     def rows(self, rows: list[MonthlyAggregate]) -> None:
         latest: dict[str, MonthlyAggregate] = {}

@@ -13,11 +13,13 @@ Key layout (every key starts with the configured prefix, `mrr:` by default; mone
 | `mrr:contrib:{account_id}:{start}` | hash | one chunk's share of the totals (`{CUR}|{field}`), `_v` |
 | `mrr:moves:{account_id}:{start}` | string | JSON array of one chunk's movements in effect |
 | `mrr:chunks:{account_id}` | sorted set | the account's chunk starts (score: the start, µs since the epoch) |
-| `mrr:version` | string | bumped on every change of the totals |
+| `mrr:version` | string | bumped on every change of the totals or of the scheduled movements |
 | `mrr:rows_version` | string | the `mrr:version` the monthly rows and `mrr:current` were computed from |
 | `mrr:view:{partition}` | string | the view holds all of that partition; if missing, the worker rebuilds |
 | `mrr:rejected` | set | `topic:partition:offset` of every dead letter (SCARD counts them once) |
 | `mrr:latest` | list | latest movement records, newest first (500 at most; a crash may repeat one) |
+| `mrr:sched:{account_id}` | hash | `moves`: JSON array of the account's scheduled movements; `_v` |
+| `mrr:scheduled` | sorted set | accounts with scheduled movements (score: the first one's instant, µs) |
 
 A chunk is a piece of one account's history within one month (processors/stream/state.py): a batch writes
 only the chunks whose movements changed, so what a batch writes never grows with the account's age. Each
@@ -98,6 +100,24 @@ return changed
 """
 
 
+# One account's scheduled movements, replaced whole. ARGV: prefix, account_id, version, first instant ("" for
+# none), movements JSON. Left alone when the stored version is not older.
+_SCHEDULE = """
+local p, acct, version = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local skey = p .. 'sched:' .. acct
+local stored = redis.call('HGET', skey, '_v')
+if ARGV[4] == '' and not stored then return 0 end  -- none, and never any: no key for it
+if tonumber(stored or '-1') >= version then return 0 end
+redis.call('HSET', skey, '_v', version, 'moves', ARGV[5])
+if ARGV[4] == '' then
+  redis.call('ZREM', p .. 'scheduled', acct)
+else
+  redis.call('ZADD', p .. 'scheduled', tonumber(ARGV[4]), acct)
+end
+redis.call('INCR', p .. 'version')
+return 1
+"""
+
 _CLEAR = """
 local cursor, deleted = '0', 0
 repeat
@@ -127,6 +147,7 @@ class AccountView:
     version: int
     mrr: Mapping[str, int]
     chunks: Sequence[ChunkView] = ()
+    scheduled: Sequence[Movement] | None = None  # the account's scheduled movements; None: unchanged
 
     @classmethod
     def of(
@@ -165,6 +186,7 @@ class RedisView:
         )
         self.prefix = prefix
         self._replace = self.client.register_script(_REPLACE)
+        self._schedule = self.client.register_script(_SCHEDULE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -188,6 +210,12 @@ class RedisView:
                     for name, value in sorted(share.items()):
                         args += [name, value]
                 await self._replace(keys=[], args=args, client=pipe)
+                if view.scheduled is not None:
+                    first = min((instant_of(m.effective_at) for m in view.scheduled), default=None)
+                    moves = "[" + ",".join(record_json(m) for m in view.scheduled) + "]"
+                    at = "" if first is None else str(first)
+                    sargs: list[str | int] = [self.prefix, view.account_id, view.version, at, moves]
+                    await self._schedule(keys=[], args=sargs, client=pipe)
             rejected = list(rejected)
             if rejected:
                 pipe.sadd(self.key("rejected"), *rejected)
@@ -208,15 +236,15 @@ class RedisView:
             for (month, currency), raw in zip(keys, replies, strict=True)
         }
 
-    async def refresh_rows(self) -> list[MonthlyAggregate] | None:
-        """Rewrite the monthly rows from the totals and return them, unless the totals change meanwhile
-        (then None)."""
+    async def refresh_rows(self, through: str | None = None) -> list[MonthlyAggregate] | None:
+        """Rewrite the monthly rows from the totals, through the month `through` (now's: months run to
+        now) and return them, unless the totals change meanwhile (then None)."""
         async with self.client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.key("version"))
                 version = await pipe.get(self.key("version"))
                 # Read on another connection: a change after the WATCH still makes the EXEC fail.
-                rows = monthly_aggregates(await self._totals())
+                rows = monthly_aggregates(await self._totals(), through)
                 old = await _members(pipe, self.key("months"))
                 pipe.multi()
                 names = set()
@@ -286,6 +314,24 @@ class RedisView:
                 more = n + 1 < len(starts) or len(page) < len(out)
                 return page, (cut if more else None)
         return out, None
+
+    async def scheduled(self, until: int, currency: str | None = None) -> list[MovementRecord]:
+        """The scheduled movements effective at or before `until` (µs since the epoch), of every account
+        whose first scheduled movement is by then: only those accounts are read."""
+        accounts = cast(list[str], await self.client.zrangebyscore(self.key("scheduled"), "-inf", str(until)))
+        if not accounts:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for account in accounts:
+                pipe.hget(self.key("sched", account), "moves")
+            replies = cast(list[str | None], await pipe.execute())
+        out: list[MovementRecord] = []
+        for raw in replies:
+            for item in json.loads(raw or "[]"):
+                record = MovementRecord.model_validate(item)
+                if instant_of(record.effective_at) <= until and currency in (None, record.currency):
+                    out.append(record)
+        return out
 
     async def latest(self, limit: int) -> list[MovementRecord]:
         """Newest first, each record_id once (a redelivery after a crash may have pushed one twice)."""

@@ -40,6 +40,7 @@ log = logging.getLogger("mrr_stream")
 
 
 IDLE_SECONDS = 5.0  # no batch for this long: look for records the consumer passed over
+DUE_SECONDS = 0.5  # how often scheduled events are looked for: applied within this of their instant
 
 
 def crash(stage: str) -> NoReturn:
@@ -259,6 +260,17 @@ def create_app(
             await fold_stage.fill(ends)  # (it keeps to the partitions it folds from)
         except Exception as exc:  # the broker unreachable, most likely: the next idle tick tries again
             log.warning("reading passed-over records failed (%s: %s); trying again", type(exc).__name__, exc)
+
+    @app.timer(interval=DUE_SECONDS)  # type: ignore[untyped-decorator]
+    async def scheduled() -> None:
+        """Apply the scheduled events that fell due (fold.py: apply_due), within a second of their time."""
+        partitions = owned()
+        if partitions is None:
+            return
+        try:
+            await fold_stage.apply_due(partitions)
+        except Exception:
+            crash("scheduled")
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def lag() -> None:

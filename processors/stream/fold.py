@@ -21,6 +21,7 @@ a skipped billing event would be lost for good, since later ones of the partitio
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from processors import clock
 from processors.core.intake import MAX_RECORD_BYTES, RECORD, Rejection
 from processors.core.movement import record_json
 from processors.sinks.metrics import Metrics
@@ -37,13 +39,14 @@ from processors.stream.deadletter import SOURCE_HEADER
 from processors.stream.intake import Fold, Forward, Record, Rejected, partition_for, route
 from processors.stream.lag import LagClock
 from processors.stream.state import (
-    CONFLICT,
     Arrival,
     Chunk,
     Published,
     Reader,
     Root,
     Update,
+    due_key,
+    is_due_key,
     process,
     record_id,
 )
@@ -119,8 +122,16 @@ class FoldStage:
         input_copartitioned: bool,
         max_record_bytes: int = MAX_RECORD_BYTES,
         refetch: Refetch | None = None,
+        now: Callable[[], int] = clock.now,
     ) -> None:
-        """`refetch`: how records the consumer skipped are read again; None: no position is kept."""
+        """`refetch`: how records the consumer skipped are read again; None: no position is kept.
+        `now`: the clock (µs since the epoch), the as-of instant of every batch."""
+        self.now = now
+        # Accounts with scheduled events: account -> the first one's instant, and a heap of the same
+        # (entries the dict no longer holds are stale), loaded from the table's due keys per partition.
+        self.schedule: dict[str, int] = {}
+        self.timeline: list[tuple[int, str]] = []
+        self.scheduled_partitions: set[int] = set()
         self.max_record_bytes = max_record_bytes
         self.refetch = refetch
         self.lag = LagClock(0.0)
@@ -161,6 +172,7 @@ class FoldStage:
 
     async def _apply(
         self,
+        now: int,
         reader: Reader,
         account: str,
         partition: int,
@@ -176,7 +188,7 @@ class FoldStage:
         account's state as if it had never arrived. (Errors writing the table are not record errors: they
         propagate, and the worker exits without commit.)"""
         try:
-            update = process(reader, account, arrivals, render, self.confirmed.get(account))
+            update = process(reader, account, arrivals, render, self.confirmed.get(account), now)
         except Exception:
             log.exception("account %s: a batch failed to apply; applying its records one by one", account)
         else:
@@ -185,7 +197,7 @@ class FoldStage:
         out: list[tuple[Update, list[Record]]] = []
         for arrival, original in zip(arrivals, originals, strict=True):
             try:
-                update = process(reader, account, [arrival], render, self.confirmed.get(account))
+                update = process(reader, account, [arrival], render, self.confirmed.get(account), now)
             except Exception as exc:
                 reason = Rejection(RECORD, f"could not be applied: {type(exc).__name__}: {exc}"[:500])
                 sent.append(await self._dead_letter(original, reason, error=exc))
@@ -305,7 +317,46 @@ class FoldStage:
                 key = position_key(topic, partition)
                 written.append(await self.table.write(partition, key, str(end).encode()))
 
-    async def _batch(self, batch: Sequence[Record]) -> None:
+    def load_schedule(self, partitions: set[int]) -> None:
+        """Know the scheduled instants of these partitions' accounts (after an assignment or a restart):
+        read from the due keys the fold writes beside each root."""
+        if partitions == self.scheduled_partitions:
+            return
+        self.schedule = {}
+        for key, value in self.table.items():
+            if is_due_key(key):
+                account = key[: -len(due_key(""))].decode()
+                if partition_for(account, self.partitions) in partitions:
+                    self.schedule[account] = int(value)
+        self.timeline = [(at, account) for account, at in self.schedule.items()]
+        heapq.heapify(self.timeline)
+        self.scheduled_partitions = set(partitions)
+
+    def _reschedule(self, account: str, due: int | None) -> None:
+        if due is None:
+            self.schedule.pop(account, None)
+        elif self.schedule.get(account) != due:
+            self.schedule[account] = due
+            heapq.heappush(self.timeline, (due, account))
+
+    async def apply_due(self, partitions: set[int]) -> int:
+        """Apply the scheduled events of these partitions' accounts that fell due: their movements are
+        published, Redis and the gauges follow, as for an arriving event. Returns how many accounts."""
+        self.load_schedule(partitions)
+        now = self.now()
+        due: list[str] = []
+        while self.timeline and self.timeline[0][0] <= now:
+            at, account = heapq.heappop(self.timeline)
+            if self.schedule.get(account) == at and partition_for(account, self.partitions) in partitions:
+                due.append(account)
+        if due:
+            async with self.lock:
+                await self._batch([], accounts=due)
+        return len(due)
+
+    async def _batch(self, batch: Sequence[Record], accounts: Sequence[str] = ()) -> None:
+        """`accounts`: accounts to process even without arrivals (their scheduled events fell due)."""
+        now = self.now()
         records = [*await self._skipped(batch), *batch]
         sent: list[Awaitable[object]] = []
         rejected: list[str] = []
@@ -331,6 +382,8 @@ class FoldStage:
                 entry = by_account.setdefault(routed.fact.account_id, (routed.partition, [], []))
                 entry[1].append(Arrival(record.topic, record.offset, routed.fact))
                 entry[2].append(record)
+        for account in accounts:
+            by_account.setdefault(account, (partition_for(account, self.partitions), [], []))
 
         if len(self.cache) > CACHE_CHUNKS:
             self.cache.clear()
@@ -341,7 +394,7 @@ class FoldStage:
         updates: list[tuple[str, Update, list[Record]]] = []
         for account, (partition, arrivals, originals) in by_account.items():
             applied = await self._apply(
-                reader, account, partition, arrivals, originals, written, sent, rejected
+                now, reader, account, partition, arrivals, originals, written, sent, rejected
             )
             updates += [(account, update, originals) for update, originals in applied]
         await self._positions(records, written)
@@ -358,8 +411,8 @@ class FoldStage:
                 self.metrics.published(published.movement)
             for raw in update.resend:
                 sent.append(await self.producer.send(self.topics.movements, key, raw))
-            for i in update.conflicts:
-                sent.append(await self._dead_letter(originals[i], CONFLICT, conflict=True))
+            for i, reason in update.conflicts:
+                sent.append(await self._dead_letter(originals[i], reason, conflict=True))
                 rejected.append(str(originals[i].source))
             self.metrics.events.labels("applied").inc(update.applied)
             self.metrics.events.labels("duplicate").inc(update.duplicates)
@@ -371,12 +424,28 @@ class FoldStage:
                     update.replayed,
                     len(update.resend),
                 )
-            if update.writes or update.replayed:
-                views.append(AccountView(account, update.root.ver, update.root.mrr, update.chunks))
+            if update.writes or update.replayed or update.chunks or update.scheduled is not None:
+                views.append(
+                    AccountView(account, update.root.ver, update.root.mrr, update.chunks, update.scheduled)
+                )
         for source in rejected:
             where = partition_for(source, self.partitions)
             sent.append(await self.table.write(where, DEAD + source.encode(), b""))
         await asyncio.gather(*sent)
+        # The due key changes only once what the root's commit published is acknowledged: a crash before
+        # leaves the old instant, so the account is processed again after the restart, and the records of
+        # a scheduled event applied by the timer (no input record to redeliver) are sent again.
+        marked: list[Awaitable[object]] = []
+        for account, update, _ in updates:
+            key = due_key(account)
+            stored = self.table.get(key)
+            at = update.root.due
+            value = None if at is None else str(at).encode()
+            if stored != value:
+                where = partition_for(account, self.partitions)
+                marked.append(await self.table.write(where, key, value))
+            self._reschedule(account, at)
+        await asyncio.gather(*marked)
         for account, update, _ in updates:
             self.confirmed[account] = update.root.ver
         if len(self.confirmed) > CACHE_CHUNKS:

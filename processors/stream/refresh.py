@@ -10,14 +10,19 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
+from processors import clock
+from processors.core.fact import month_of
+from processors.core.scheduled import WINDOWS_DAYS, scheduled_changes
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
 from processors.stream.fold import DEAD, PENDING_REJECTED, Table
 from processors.stream.intake import partition_for
-from processors.stream.state import SEP, Reader, chunk_views
+from processors.stream.state import SEP, Reader, chunk_views, scheduled_of
 
 log = logging.getLogger("mrr_stream")
 REBUILD_BATCH = 200  # accounts per Redis pipeline while rebuilding
+DAY = 86_400_000_000  # µs
+SCHEDULED_SECONDS = 60  # the scheduled gauges' windows move with time: recomputed at least this often
 
 
 class RefreshStage:
@@ -31,8 +36,13 @@ class RefreshStage:
         partitions: int,
         owned: Callable[[], set[int] | None] = lambda: None,
         lock: asyncio.Lock | None = None,
+        now: Callable[[], int] = clock.now,
     ) -> None:
-        """`owned`: the partitions this worker holds now, None while it rebalances or recovers."""
+        """`owned`: the partitions this worker holds now, None while it rebalances or recovers.
+        `now`: the clock (µs since the epoch): the monthly rows run through its month."""
+        self.now = now
+        self.rows_month = ""
+        self.scheduled_at = (-1, 0.0)  # (version, monotonic time) the scheduled gauges were set at
         self.table, self.pending, self.view, self.metrics = table, pending, view, metrics
         self.partitions = partitions
         self.owned = owned
@@ -81,9 +91,9 @@ class RefreshStage:
                 account = key.decode()
                 if partition_for(account, self.partitions) in partitions:
                     root = reader.root(account)
-                    views.append(
-                        AccountView(account, root.ver, root.mrr, chunk_views(reader, account, root, None))
-                    )
+                    chunks = chunk_views(reader, account, root, None)
+                    scheduled = scheduled_of(reader, account, root)
+                    views.append(AccountView(account, root.ver, root.mrr, chunks, scheduled))
             if len(views) >= REBUILD_BATCH or len(rejected) >= 10 * REBUILD_BATCH:
                 await self.view.write(views, rejected=rejected)
                 accounts, letters = accounts + len(views), letters + len(rejected)
@@ -106,7 +116,8 @@ class RefreshStage:
             root = reader.root(account)
             since = None if mark == b"-" else int(mark)
             chunks = chunk_views(reader, account, root, since) if since is not None else []
-            views.append(AccountView(account, root.ver, root.mrr, chunks))
+            scheduled = scheduled_of(reader, account, root)
+            views.append(AccountView(account, root.ver, root.mrr, chunks, scheduled))
         await self.view.write(views, rejected=rejected)
         cleared: list[Awaitable[object]] = []
         for key, mark in marked.items():
@@ -117,15 +128,27 @@ class RefreshStage:
         await asyncio.gather(*cleared)
         log.info("Redis is back: %d accounts and %d dead letters up to date", len(views), len(rejected))
 
+    async def scheduled_gauges(self, now: int) -> None:
+        horizon = now + max(WINDOWS_DAYS) * DAY
+        moves = await self.view.scheduled(horizon)
+        self.metrics.scheduled([scheduled_changes(moves, now, days) for days in WINDOWS_DAYS])
+
     async def tick(self) -> None:
         try:
             async with self.lock:
                 await self.rebuild_if_lost()
                 await self.catch_up()
             version = await self.view.version()
-            if version != self.rows_version and (rows := await self.view.refresh_rows()) is not None:
-                self.rows_version = version
+            now = self.now()
+            month = month_of(now)  # at 00:00 UTC on the 1st, the new month's rows appear, events or not
+            stale = version != self.rows_version or month != self.rows_month
+            if stale and (rows := await self.view.refresh_rows(month)) is not None:
+                self.rows_version, self.rows_month = version, month
                 self.metrics.rows(rows)
+            last_version, last_time = self.scheduled_at
+            if version != last_version or time.monotonic() - last_time > SCHEDULED_SECONDS:
+                await self.scheduled_gauges(now)
+                self.scheduled_at = (version, time.monotonic())
         except (RedisError, OSError) as exc:
             log.debug("refresh skipped: %s", exc)
         finally:

@@ -14,6 +14,9 @@ writes every key of an account to the account's partition of the changelog:
   plus one instant's;
 * `A\\0i\\0{event_id}`, an index entry: instant and fingerprint of an applied event, so deduplication
   never loads history;
+* `A\\0d\\0`, the instant of the account's first scheduled event (the root's `due`), so that the timer
+  finds the accounts with events falling due without reading every root; written once what the root's
+  commit published is acknowledged (processors/stream/fold.py);
 * `A\\0o\\0{ver}\\0{k}`, the outbox of a batch whose records outgrow OUTBOX_INLINE_BYTES: records of
   commit `ver`, at most OUTBOX_PART_BYTES a part, kept until the next batch of the account (the batch that
   sent them has been acknowledged by then).
@@ -47,8 +50,8 @@ from typing import Any, NamedTuple, Protocol
 
 from pydantic_core import to_json
 
-from processors.core.account import Subscription, correction, fold
-from processors.core.fact import Fact, instant_of, utc_of
+from processors.core.account import VOID_OF_VOID, Subscription, correction, fold
+from processors.core.fact import Fact, instant_of, month_of, utc_of
 from processors.core.intake import Rejection
 from processors.core.movement import Movement, retraction_of
 
@@ -60,6 +63,9 @@ OUTBOX_PART_BYTES = 32_768
 OUTBOX_INLINE_BYTES = 16_384  # a batch's records up to this size stay in the root, not in outbox keys
 SEP = b"\x00"
 CONFLICT = Rejection("event_id", "already used by an event with different content")
+# A root without an as-of instant was written before events could be scheduled: all its events are in
+# effect (3000-01-01, past the contract's last instant).
+ALL_IN_EFFECT = instant_of(datetime(3000, 1, 1, tzinfo=UTC))
 
 
 class Store(Protocol):
@@ -85,6 +91,15 @@ def chunk_key(account_id: str, ref: Ref) -> bytes:
 
 def index_key(account_id: str, event_id: str) -> bytes:
     return _key(account_id, "i", event_id)
+
+
+def due_key(account_id: str) -> bytes:
+    """The first scheduled instant of the account, for the timer (no other key ends with NUL d NUL)."""
+    return account_id.encode() + b"\x00d\x00"
+
+
+def is_due_key(key: bytes) -> bool:
+    return key.endswith(b"\x00d\x00")
 
 
 def outbox_key(account_id: str, ver: int, part: int) -> bytes:
@@ -122,6 +137,9 @@ class Seen(NamedTuple):
     event_id: str
     instant: int
     fingerprint: str
+    # "" an event in the chunks; "void" a void (in no chunk); "voided" an event a void withdrew (in no
+    # chunk); "awaited" an event not seen yet that a void withdrew in advance (no instant or fingerprint)
+    mark: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +155,10 @@ class Root:
     outbox: tuple[tuple[int, int], ...] = ()  # (ver, parts) holding the records of the last batch
     sent: tuple[str, ...] = ()  # or the records themselves, when they are small
     redis_from: int | None = None  # earliest chunk start whose view the last batch changed
+    # What is in effect: the movements effective at or before `asof` (µs), the instant the last commit
+    # took as now; `due`, the first instant of an event after it (None: nothing scheduled).
+    asof: int = -1
+    due: int | None = None
 
 
 class Arrival(NamedTuple):
@@ -170,8 +192,9 @@ class Update:
     writes: tuple[tuple[bytes, bytes | None], ...]  # in order; None deletes
     publish: tuple[Published, ...]  # to send once the writes are acknowledged
     resend: tuple[bytes, ...]  # outbox records of a batch redelivered after a crash
-    conflicts: tuple[int, ...]  # indexes into the arrivals: event_id reused with other content
+    conflicts: tuple[tuple[int, Rejection], ...]  # (index into the arrivals, why it is not applied)
     chunks: tuple[ChunkView, ...]  # chunks whose movements changed
+    scheduled: tuple[Movement, ...] | None = None  # the account's scheduled movements, when they changed
     decoded: tuple[tuple[bytes, Chunk], ...] = ()  # the chunks written, for the caller's cache
     applied: int = 0
     duplicates: int = 0
@@ -179,11 +202,6 @@ class Update:
 
 
 # -- months ------------------------------------------------------------------------------------------
-
-
-def month_of(instant: int) -> str:
-    at = utc_of(instant)
-    return f"{at.year:04d}-{at.month:02d}"
 
 
 def month_start(instant: int) -> int:
@@ -261,6 +279,8 @@ def encode_root(root: Root) -> bytes:
             "ob": [list(o) for o in root.outbox],
             "sent": list(root.sent),
             "rf": root.redis_from,
+            "ao": root.asof,
+            "due": root.due,
         }
     )
 
@@ -282,11 +302,13 @@ def decode_root(account_id: str, data: bytes) -> Root:
         outbox=tuple((v, n) for v, n in doc["ob"]),
         sent=tuple(doc.get("sent", ())),
         redis_from=doc["rf"],
+        asof=doc.get("ao", ALL_IN_EFFECT),
+        due=doc.get("due"),
     )
 
 
 def _index_value(seen: Seen) -> bytes:
-    return f"{seen.instant} {seen.fingerprint}".encode()
+    return f"{seen.instant} {seen.fingerprint} {seen.mark}".rstrip().encode()
 
 
 def _fact_bytes(fact: Fact) -> int:
@@ -367,8 +389,8 @@ class Reader:
         data = self.store.get(index_key(account_id, event_id))
         if data is None:
             return None
-        instant, fingerprint = data.decode().split(" ")
-        return Seen(event_id, int(instant), fingerprint)
+        instant, fingerprint, *mark = data.decode().split(" ")
+        return Seen(event_id, int(instant), fingerprint, *mark)
 
     def outbox(self, account_id: str, root: Root) -> list[bytes]:
         records: list[bytes] = [r.encode() for r in root.sent]
@@ -415,23 +437,54 @@ def layout(starts: Iterable[int], facts: Sequence[Fact]) -> list[tuple[int, list
 
 
 def _fold_chunks(
-    account_id: str, base: Checkpoint, chunks: Sequence[tuple[int, Sequence[Fact]]]
-) -> tuple[list[tuple[Checkpoint, list[Movement]]], Checkpoint]:
+    account_id: str, base: Checkpoint, chunks: Sequence[tuple[int, Sequence[Fact]]], asof: int = ALL_IN_EFFECT
+) -> tuple[list[tuple[Checkpoint, list[Movement]]], Checkpoint, dict[str, int]]:
+    """Each chunk's checkpoint and movements (all of them, scheduled ones too), the state at the end, and
+    the MRR at `asof` (the fold is causal: what comes after `asof` never changes what came before)."""
     subs, mrr, ever = dict(base.subscriptions), dict(base.mrr), set(base.ever_active)
     out: list[tuple[Checkpoint, list[Movement]]] = []
+    at_asof: dict[str, int] | None = None
     for _, facts in chunks:
         at_start = Checkpoint(dict(subs), dict(mrr), frozenset(ever))
-        out.append((at_start, fold(account_id, facts, subs, mrr, ever)))
-    return out, Checkpoint(subs, mrr, frozenset(ever))
+        if at_asof is None and facts and facts[-1].instant > asof:
+            cut = bisect.bisect_right([f.instant for f in facts], asof)
+            movements = fold(account_id, facts[:cut], subs, mrr, ever)
+            at_asof = dict(mrr)
+            movements += fold(account_id, facts[cut:], subs, mrr, ever)
+        else:
+            movements = fold(account_id, facts, subs, mrr, ever)
+        out.append((at_start, movements))
+    return out, Checkpoint(subs, mrr, frozenset(ever)), dict(mrr) if at_asof is None else at_asof
+
+
+def _due(movements: Iterable[Movement], asof: int) -> list[Movement]:
+    cut = utc_of(asof)
+    return [m for m in movements if m.effective_at <= cut]
+
+
+def _later(movements: Iterable[Movement], asof: int) -> list[Movement]:
+    cut = utc_of(asof)
+    return [m for m in movements if m.effective_at > cut]
 
 
 def chunk_views(reader: Reader, account_id: str, root: Root, since: int | None) -> list[ChunkView]:
     """The movements in effect of every chunk from the one holding `since` (None: all) to the last."""
     views = []
     for chunk in reader.chain(account_id, root, since):
-        folded, _ = _fold_chunks(account_id, chunk.checkpoint, [(chunk.start, chunk.facts)])
-        views.append(ChunkView(chunk.start, tuple(folded[0][1])))
+        folded, _, _ = _fold_chunks(account_id, chunk.checkpoint, [(chunk.start, chunk.facts)])
+        views.append(ChunkView(chunk.start, tuple(_due(folded[0][1], root.asof))))
     return views
+
+
+def scheduled_of(reader: Reader, account_id: str, root: Root) -> tuple[Movement, ...]:
+    """The movements the account's scheduled events will cause (effective after root.asof)."""
+    if root.due is None:
+        return ()
+    out: list[Movement] = []
+    for chunk in reader.chain(account_id, root, root.due):
+        folded, _, _ = _fold_chunks(account_id, chunk.checkpoint, [(chunk.start, chunk.facts)])
+        out += _later(folded[0][1], root.asof)
+    return tuple(out)
 
 
 @dataclass
@@ -443,36 +496,60 @@ class _Commit:
     added: list[Movement]
     views: list[ChunkView]
     redis_from: int
+    scheduled: tuple[Movement, ...] | None
 
 
-def _commit(reader: Reader, account_id: str, root: Root, facts: list[Fact], ver: int) -> _Commit:
-    """Fold new facts (unique, not seen before) into the account's chunks as commit `ver`."""
-    first = facts[0].instant
+def _commit(
+    reader: Reader,
+    account_id: str,
+    root: Root,
+    facts: list[Fact],
+    removed: Sequence[Seen],
+    entries: Sequence[Seen],
+    ver: int,
+    asof: int,
+) -> _Commit:
+    """Commit `ver`: fold new facts (unique, not seen before) into the account's chunks, take the
+    `removed` ones (voided) out of them, and bring what is in effect from root.asof to `asof`: the
+    movements of every event effective by then are published, corrections included. `entries`: the
+    index entries this commit makes."""
+    gone = {s.event_id for s in removed}
+    facts = [f for f in facts if f.event_id not in gone]
+    starts = [f.instant for f in facts] + [s.instant for s in removed]
+    if root.due is not None:  # from the first scheduled event on: it may fall due, and the list changes
+        starts.append(root.due)
+    first = min(starts, default=asof)
     chain = reader.chain(account_id, root, first)
     if chain and chain[0].start <= first:
         base, prev = chain[0].checkpoint, chain[0].prev
     else:  # before the first chunk, or the account's first facts
         base, prev = Checkpoint(), None
     old_facts = [f for chunk in chain for f in chunk.facts]
-    # On time (every new fact after every old one): the old movements stay as they are, so the chain is
-    # folded once, and only the movements from the first new instant on are new.
-    on_time = bool(old_facts) and first > old_facts[-1].instant
-    old_folded = [] if on_time else _fold_chunks(account_id, base, [(c.start, c.facts) for c in chain])[0]
-    new_layout = layout([c.start for c in chain], sorted([*old_facts, *facts]))
-    new_folded, end = _fold_chunks(account_id, base, new_layout)
+    # On time (every new fact after every old one, nothing scheduled, nothing voided): the old movements
+    # stay as they are, so the chain is folded once, and only the movements from the first new instant
+    # on are new.
+    on_time = bool(old_facts) and bool(facts) and not removed and root.due is None
+    on_time = on_time and facts[0].instant > old_facts[-1].instant
+    old_folded = (
+        [] if on_time else _fold_chunks(account_id, base, [(c.start, c.facts) for c in chain], root.asof)[0]
+    )
+    kept_facts = [f for f in old_facts if f.event_id not in gone]
+    new_layout = layout([c.start for c in chain], sorted([*kept_facts, *facts]))
+    new_folded, _, mrr = _fold_chunks(account_id, base, new_layout, asof)
 
     # the old tail lives in the old root, not under a key: never kept, never deleted
     stored = [c for c in chain if c is not root.tail]
     old_by_start = {c.start: c for c in chain}
-    old_moves = {c.start: folded[1] for c, folded in zip(chain, old_folded, strict=False)}
+    old_moves = {c.start: _due(folded[1], root.asof) for c, folded in zip(chain, old_folded, strict=False)}
     writes: list[tuple[bytes, bytes | None]] = []
     written: list[Chunk] = []
     views: list[ChunkView] = []
     kept: set[Ref] = set()
     tail: Chunk | None = None
-    for n, ((start, chunk_facts), (checkpoint, movements)) in enumerate(
+    for n, ((start, chunk_facts), (checkpoint, all_movements)) in enumerate(
         zip(new_layout, new_folded, strict=True)
     ):
+        movements = _due(all_movements, asof)
         old = old_by_start.get(start)
         candidate = Chunk(start, ver, prev, checkpoint, tuple(chunk_facts))
         if n == len(new_layout) - 1:
@@ -491,35 +568,45 @@ def _commit(reader: Reader, account_id: str, root: Root, facts: list[Fact], ver:
             written.append(candidate)
             prev = candidate.ref
         if on_time:
-            changed = bool(movements) and instant_of(movements[-1].effective_at) >= first
+            changed = bool(movements) and instant_of(movements[-1].effective_at) >= facts[0].instant
         else:
             changed = old is None or [m.movement_id for m in old_moves[start]] != [
                 m.movement_id for m in movements
             ]
         if changed:
             views.append(ChunkView(start, tuple(movements)))
-    new_movements = [m for _, movements in new_folded for m in movements]
+    # a chunk whose every fact was voided is gone: its view is emptied
+    new_starts = {start for start, _ in new_layout}
+    views += [ChunkView(c.start, ()) for c in chain if c.start not in new_starts and old_moves.get(c.start)]
+    views.sort(key=attrgetter("start"))
+    all_new = [m for _, movements in new_folded for m in movements]
+    new_movements = _due(all_new, asof)
     if on_time:
         retracted: list[Movement] = []
-        added = [m for m in new_movements if instant_of(m.effective_at) >= first]
+        added = [m for m in new_movements if instant_of(m.effective_at) >= facts[0].instant]
     else:
-        old_movements = [m for _, movements in old_folded for m in movements]
+        old_movements = [m for start in old_moves for m in old_moves[start]]
         retracted, added = correction(old_movements, new_movements)
+    later = [f.instant for _, chunk_facts in new_layout for f in chunk_facts if f.instant > asof]
+    due = min(later, default=None)
+    scheduled = tuple(_later(all_new, asof)) if due is not None or root.due is not None else None
     garbage = tuple(chunk_key(account_id, c.ref) for c in stored if c.ref not in kept)
     new_root = Root(
         ver=ver,
         offsets=root.offsets,
         seq=root.seq,
-        last=None,
+        last=prev if tail is None else None,
         tail=tail,
-        mrr={c: v for c, v in end.mrr.items()},
-        recent=tuple(Seen(f.event_id, f.instant, f.fingerprint) for f in facts),
+        mrr=mrr,
+        recent=tuple(entries),
         garbage=garbage,
         outbox=root.outbox,
         redis_from=root.redis_from,
+        asof=asof,
+        due=due,
     )
-    redis_from = min((v.start for v in views), default=new_layout[-1][0])
-    return _Commit(new_root, writes, written, retracted, added, views, redis_from)
+    redis_from = min((v.start for v in views), default=new_layout[-1][0] if new_layout else first)
+    return _Commit(new_root, writes, written, retracted, added, views, redis_from, scheduled)
 
 
 def _outbox_parts(records: Sequence[str]) -> list[list[str]]:
@@ -535,14 +622,27 @@ def _outbox_parts(records: Sequence[str]) -> list[list[str]]:
     return parts
 
 
+class _Op(NamedTuple):
+    """What one new arrival does: the index entries it makes, a fact to add, an event it voids."""
+
+    position: int  # in the arrivals
+    entries: tuple[Seen, ...]
+    fact: Fact | None
+    removes: Seen | None
+
+
 def process(
     reader: Reader,
     account_id: str,
     arrivals: Sequence[Arrival],
     render: Callable[[str, Published], str],
     confirmed_ver: int | None = None,
+    now: int | None = None,
 ) -> Update:
-    """Apply one account's arrivals (in the order read: offset order within each source) to its state.
+    """Apply one account's arrivals (in the order read: offset order within each source) to its state,
+    and bring what is in effect up to `now` (µs since the epoch; None: every event is in effect): an
+    event effective after `now` is kept, scheduled, and its movements are published once a later call's
+    `now` reaches them. Arrivals may be empty: then only scheduled events that fell due are applied.
 
     `render` turns a published movement into the record text sent (and kept in the outbox).
     `confirmed_ver`: the version of the account's root this process last wrote and saw acknowledged with
@@ -552,6 +652,7 @@ def process(
     overlay = _Overlay(reader.store)
     reader = Reader(overlay, reader.cache, reader.roots)
     before = root = reader.root(account_id)
+    asof = max(before.asof, ALL_IN_EFFECT if now is None else now)  # never back: published stays so
     writes: list[tuple[bytes, bytes | None]] = []
     if confirmed_ver != root.ver:
         writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
@@ -560,25 +661,44 @@ def process(
     # Classify every arrival: redelivered (its offset was applied before), a conflict, a duplicate or new.
     batch_seen: dict[str, Seen] = {}
     recent = {s.event_id: s for s in root.recent}
-    conflicts: list[int] = []
+
+    def lookup(event_id: str) -> Seen | None:
+        return batch_seen.get(event_id) or recent.get(event_id) or reader.seen(account_id, event_id)
+
+    conflicts: list[tuple[int, Rejection]] = []
     replayed = duplicates = 0
-    new: list[tuple[int, Arrival]] = []  # (position in arrivals, arrival) of new facts
+    ops: list[_Op] = []
     for position, arrival in enumerate(arrivals):
         fact = arrival.fact
         redelivered = arrival.offset <= before.offsets.get(arrival.source, -1)
         replayed += redelivered
-        seen = (
-            batch_seen.get(fact.event_id)
-            or recent.get(fact.event_id)
-            or reader.seen(account_id, fact.event_id)
-        )
-        if seen is not None and seen.fingerprint != fact.fingerprint:
-            conflicts.append(position)
-        elif seen is not None:
-            duplicates += not redelivered
-        elif not redelivered:
-            batch_seen[fact.event_id] = Seen(fact.event_id, fact.instant, fact.fingerprint)
-            new.append((position, arrival))
+        seen = lookup(fact.event_id)
+        if seen is not None and seen.mark != "awaited":
+            if seen.fingerprint != fact.fingerprint:
+                conflicts.append((position, CONFLICT))
+            else:
+                duplicates += not redelivered
+            continue
+        if redelivered:
+            continue
+        if fact.voids is not None:
+            target = lookup(fact.voids)
+            if target is not None and target.mark == "void":
+                conflicts.append((position, VOID_OF_VOID))
+                continue
+            entry = batch_seen[fact.event_id] = Seen(fact.event_id, fact.instant, fact.fingerprint, "void")
+            if target is None:  # not seen yet: withdrawn when it comes
+                awaited = batch_seen[fact.voids] = Seen(fact.voids, 0, "-", "awaited")
+                ops.append(_Op(position, (entry, awaited), None, None))
+            elif target.mark == "":
+                voided = batch_seen[fact.voids] = target._replace(mark="voided")
+                ops.append(_Op(position, (entry, voided), None, target))
+            else:  # withdrawn already
+                ops.append(_Op(position, (entry,), None, None))
+        else:
+            mark = "" if seen is None else "voided"  # (a void named it before it came)
+            entry = batch_seen[fact.event_id] = Seen(fact.event_id, fact.instant, fact.fingerprint, mark)
+            ops.append(_Op(position, (entry,), fact if seen is None else None, None))
 
     # A redelivery after a crash: what the last batch sent may be lost; send it again, keep it in the
     # outbox until this batch is acknowledged, and rewrite what it changed in Redis. The same for a root
@@ -598,9 +718,12 @@ def process(
     publish: list[Published] = []
     decoded: list[tuple[bytes, Chunk]] = []
     views: dict[int, ChunkView] = {}
+    scheduled: tuple[Movement, ...] | None = None
     if again and before.redis_from is not None:
         # (read before this batch's commits: their chunks are not in the store yet; they replace these)
         views = {v.start: v for v in chunk_views(reader, account_id, before, before.redis_from)}
+    if again and before.due is not None:
+        scheduled = scheduled_of(reader, account_id, before)
 
     def offsets_through(position: int) -> dict[str, int]:
         offsets = dict(before.offsets)
@@ -608,10 +731,21 @@ def process(
             offsets[arrival.source] = max(offsets.get(arrival.source, -1), arrival.offset)
         return offsets
 
-    commits = [new[i : i + COMMIT_EVENTS] for i in range(0, len(new), COMMIT_EVENTS)]
+    commits: list[list[_Op]] = [ops[i : i + COMMIT_EVENTS] for i in range(0, len(ops), COMMIT_EVENTS)]
+    if not commits and before.due is not None and before.due <= asof:
+        commits = [[]]  # nothing new, but scheduled events fell due
     for n, group in enumerate(commits):
         ver = root.ver + 1
-        commit = _commit(reader, account_id, root, sorted(a.fact for _, a in group), ver)
+        commit = _commit(
+            reader,
+            account_id,
+            root,
+            sorted(op.fact for op in group if op.fact is not None),
+            [op.removes for op in group if op.removes is not None],
+            [entry for op in group for entry in op.entries],
+            ver,
+            asof,
+        )
         records: list[str] = []
         seq = root.seq
         for movement in (*(retraction_of(m) for m in commit.retracted), *commit.added):
@@ -629,9 +763,11 @@ def process(
             outbox.append((ver, len(parts)))
         for view in commit.views:
             views[view.start] = view
+        if commit.scheduled is not None:
+            scheduled = commit.scheduled
         redis_from = commit.redis_from if redis_from is None else min(redis_from, commit.redis_from)
         # The last commit also covers the duplicates and conflicts after the last new fact.
-        through = len(arrivals) - 1 if n == len(commits) - 1 else group[-1][0]
+        through = len(arrivals) - 1 if n == len(commits) - 1 else group[-1].position
         root = replace(
             commit.root,
             offsets=offsets_through(through),
@@ -650,7 +786,7 @@ def process(
         stale_outbox = []
         overlay.pending.update(writes)
     offsets = offsets_through(len(arrivals) - 1)
-    if not new and offsets != dict(before.offsets):
+    if not commits and offsets != dict(before.offsets):
         # Only duplicates, conflicts or redeliveries: remember the offsets, so a redelivery is recognised.
         root = replace(
             root,
@@ -671,8 +807,9 @@ def process(
         resend=tuple(resend),
         conflicts=tuple(conflicts),
         chunks=tuple(views[s] for s in sorted(views)),
+        scheduled=scheduled,
         decoded=tuple(decoded),
-        applied=len(new),
+        applied=len(ops),
         duplicates=duplicates,
         replayed=replayed,
     )

@@ -1,6 +1,7 @@
 """The live revenue page in headless Chromium: no console errors, nothing leaves 127.0.0.1, it shows what
 Redis holds, and it changes by itself soon after a new subscribe event produced to Kafka: pushed by the
-event stream, not the page's 10-second slow poll."""
+event stream, not the page's 10-second slow poll. A subscribe effective in 10 days shows in the scheduled
+changes panel (within the slow poll at worst) and changes no current figure."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import time
 import urllib.parse
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -50,12 +52,37 @@ def test_page_shows_redis_and_follows_the_stream(filled: tuple[str, ReplayOutcom
                 "interval": "month",
                 "items": [{"plan_id": "pro", "unit_amount": "1234.56"}],
             }
+            in_10_days = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            scheduled = {
+                **event,
+                "event_id": "page-test-2",
+                "account_id": "page-test-scheduled",
+                "effective_at": in_10_days,
+                "items": [{"plan_id": "pro", "unit_amount": "777.00"}],
+            }
+            await producer.send_and_wait(stream.settings.input_topic, json.dumps(scheduled).encode())
             sent = time.monotonic()
             await producer.send_and_wait(stream.settings.input_topic, json.dumps(event).encode())
             await producer.stop()
             await page.wait_for(f"{kpi} === {json.dumps(shown(usd.closing_mrr + 123456))}", timeout=30)
             elapsed = time.monotonic() - sent
             await page.wait_for("document.querySelector('#latest').textContent.includes('page-test-account')")
+
+            panel = "document.querySelector('#scheduled')"
+            await page.wait_for(f"{panel}.getAttribute('data-days') === '30'")
+            listed = "document.querySelector('#scheduled-next').textContent"
+            await page.wait_for(
+                f"{listed}.includes('page-test-scheduled') && {listed}.includes('777.00')", 30
+            )
+            await page.evaluate(
+                "(() => { const s = document.querySelector('#scheduled-days'); s.value = '90';"
+                " s.dispatchEvent(new Event('change')); })()"
+            )
+            await page.wait_for(
+                f"{panel}.getAttribute('data-days') === '90' && {listed}.includes('page-test-scheduled')"
+            )
+            # the scheduled subscribe changed no current figure
+            assert await page.evaluate(kpi) == shown(usd.closing_mrr + 123456)
             await page.screenshot(SCREENSHOT)
             assert page.console_errors == []
             hosts = {

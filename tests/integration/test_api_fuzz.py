@@ -198,6 +198,7 @@ def _operations(schema: BaseSchema) -> list[Operation]:
         "/api/periods",
         "/api/accounts/{account_id}",
         "/api/movements/latest",
+        "/api/scheduled",
     }
     return [op for op in operations if op.path not in STREAMING]
 

@@ -17,14 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.api.app import (
+    DEFAULT_DAYS,
     DEFAULT_LIMIT,
     BadRequest,
     create_api,
     parse_account_id,
     parse_currency,
+    parse_days,
     parse_limit,
     parse_month,
 )
+from processors.core.scheduled import MAX_DAYS
 from processors.settings import Settings
 from processors.sinks.redis_view import LATEST_KEPT
 
@@ -76,6 +79,17 @@ def test_limit_is_a_whole_ascii_number_in_range() -> None:
         assert len(body["error"]) < 200  # a huge value is not echoed back whole
 
 
+def test_days_is_a_whole_ascii_number_of_days_in_range() -> None:
+    assert parse_days(None) == DEFAULT_DAYS == 30
+    assert parse_days("1") == 1 and parse_days("90") == 90 and parse_days(str(MAX_DAYS)) == MAX_DAYS == 3660
+    assert parse_days("030") == 30
+    for value in [*NON_ASCII_DIGITS, "0", str(MAX_DAYS + 1), "-1", "+5", "30.0", "1e2", " 30", "30\n", "",
+                  "9" * 5000, "0x10", "30d"]:  # fmt: skip
+        body = bad_request(parse_days, value)
+        assert body["parameter"] == "days" and body["error"].startswith("days: "), value
+        assert len(body["error"]) < 200
+
+
 def test_account_id_is_any_contract_id() -> None:
     for value in ["acct-1", "账户-7", "a" * 128, "x y"]:
         assert parse_account_id(value) == value
@@ -100,6 +114,8 @@ def test_parsers_answer_a_value_or_a_400_for_any_text(text: str) -> None:
     assert currency == (BadRequest, "currency") or re.fullmatch(r"[A-Z]{3}", currency, re.ASCII)
     limit = _answer(parse_limit, text)
     assert limit == (BadRequest, "limit") or (text.isascii() and 1 <= limit <= LATEST_KEPT)
+    days = _answer(parse_days, text)
+    assert days == (BadRequest, "days") or (text.isascii() and 1 <= days <= MAX_DAYS)
     account_id = _answer(parse_account_id, text)
     assert account_id in ((BadRequest, "account_id"), text)
 
@@ -140,6 +156,14 @@ BAD = {
     "/api/periods?month=2025-%D9%A1%D9%A2": "month",
     "/api/periods?currency=usd": "currency",
     "/api/accounts/" + "a" * 129: "account_id",
+    "/api/scheduled?days=0": "days",
+    "/api/scheduled?days=3661": "days",
+    "/api/scheduled?days=%D9%A3%D9%A0": "days",  # ٣٠
+    "/api/scheduled?days=": "days",
+    "/api/scheduled?days=30%0A": "days",
+    "/api/scheduled?days=-30": "days",
+    "/api/scheduled?days=30&currency=usd": "currency",
+    "/api/scheduled?currency=EURO": "currency",
 }
 
 
@@ -159,6 +183,9 @@ def test_good_parameters_pass_validation_and_reach_redis() -> None:
         "/api/accounts/%E8%B4%A6%E6%88%B7",  # 账户: any script, as in the contract
         "/api/accounts/%FF",
         "/api/accounts/%ED%A0%80",  # not UTF-8 (a surrogate): the URL decoder keeps it percent-encoded
+        "/api/scheduled",
+        "/api/scheduled?days=3660&currency=USD",
+        "/api/scheduled?days=1",
     ]
     for path, (status, body) in zip(paths, get_all(paths), strict=True):
         assert status == 503 and "Redis" in body["error"], (path, status, body)

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from processors.core.aggregates import monthly_aggregates, monthly_totals
-from processors.core.fact import fact_of
+from processors.core.fact import fact_of, instant_of, month_of
 from processors.core.intake import RECORD, Rejection, parse_event
 from processors.core.movement import Movement
 from processors.generate import BAD_LINES, HistoryGenerator, busy_account
@@ -915,6 +915,11 @@ class Run:
     registry: CollectorRegistry
 
 
+# The stage's clock and the replay's as-of: events after it (the contract allows up to 2999) are scheduled
+# in both, and the months run through its month.
+AS_OF = instant_of(datetime(2026, 11, 23, 12, tzinfo=UTC))
+
+
 def drive(inputs: Sequence[Record], rnd: random.Random, copartitioned: bool = True) -> Run:
     """Input records and what they forward, fed back as the by-account topic's records, in batches of
     random size; the two topics' records interleaved, each in its own order."""
@@ -928,6 +933,7 @@ def drive(inputs: Sequence[Record], rnd: random.Random, copartitioned: bool = Tr
         topics=TOPICS,
         partitions=PARTITIONS,
         input_copartitioned=copartitioned,
+        now=lambda: AS_OF,
     )
     by_account_offsets: Counter[int] = Counter()
 
@@ -968,7 +974,7 @@ def drive(inputs: Sequence[Record], rnd: random.Random, copartitioned: bool = Tr
 
 
 def months_of(movements: Sequence[Movement]) -> list[MonthlyAggregate]:
-    return monthly_aggregates(monthly_totals(movements))
+    return monthly_aggregates(monthly_totals(movements), month_of(AS_OF))
 
 
 def topic_movements(producer: MemoryProducer) -> list[Movement]:
@@ -1074,7 +1080,9 @@ def check(lines: Sequence[Line], rnd: random.Random, copartitioned: bool = True)
     assert counter(run, "failed") == 0 and counter(run, "replayed") == 0
 
     # The replay of the same lines: the same rejects, named the same, at the same coordinates.
-    everything = replay([(s, line.value or b"") for s, line in zip(sources, lines, strict=True)])
+    everything = replay(
+        [(s, line.value or b"") for s, line in zip(sources, lines, strict=True)], at=AS_OF
+    )
     replayed = {r.source: (r.raw, r.rejection.field, str(r.rejection)) for r in everything.rejects}
     assert len(replayed) == len(everything.rejects)
     not_blank = {s: v for s, v in letters.items() if not by_source[s][0].blank}
@@ -1083,7 +1091,8 @@ def check(lines: Sequence[Line], rnd: random.Random, copartitioned: bool = True)
 
     # The valid lines alone: the replay's months equal the stage's, from the topic and from the table.
     alone = replay(
-        [(s, line.value or b"") for s, (line, out) in by_source.items() if out in (APPLIED, DUPLICATE)]
+        [(s, line.value or b"") for s, (line, out) in by_source.items() if out in (APPLIED, DUPLICATE)],
+        at=AS_OF,
     )
     assert alone.rejects == []
     assert everything.months == alone.months

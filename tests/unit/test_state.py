@@ -20,6 +20,7 @@ from processors.core.movement import record_dict, record_json, retraction_of, to
 from processors.generate import HistoryGenerator, arrange, busy_account, parse_month
 from processors.stream.state import (
     CHUNK_FACT_BYTES,
+    CONFLICT,
     OUTBOX_INLINE_BYTES,
     Arrival,
     Published,
@@ -135,7 +136,7 @@ def test_duplicate_publishes_nothing_and_conflict_is_named() -> None:
     table.apply(process(Reader(table), "acct-1", [Arrival(SOURCE, 0, a)], render).writes)
     clash = fx("subscribe", event_id="same", at="2025-03-01T00:00:00Z", amount="1.00")
     update = process(Reader(table), "acct-1", [Arrival(SOURCE, 1, a), Arrival(SOURCE, 2, clash)], render)
-    assert update.publish == () and update.duplicates == 1 and update.conflicts == (1,)
+    assert update.publish == () and update.duplicates == 1 and update.conflicts == ((1, CONFLICT),)
 
 
 def test_late_event_publishes_a_correction_from_its_month_on() -> None:

@@ -5,6 +5,8 @@ const KINDS = [["new", "new_mrr", 1], ["expansion", "expansion_mrr", 1], ["react
 const $ = (id) => document.getElementById(id);
 let currency = null;
 let seen = new Set();
+let scheduledDays = 30;  // the scheduled changes' window: 30, 60 or 90 days
+const DOWN = new Set(["contraction", "churn"]);  // shown as negative amounts, in red
 
 // Money arrives as exact decimal strings; it is only formatted here, never added up.
 function money(text) {
@@ -113,6 +115,52 @@ function latest(movements) {
   seen = new Set(movements.map((m) => m.record_id));
 }
 
+// Scheduled changes: per currency, the MRR each movement type will move in the window, and the accounts
+// behind it; then the next scheduled movements of the chosen currency.
+function scheduledChanges(data) {
+  const panel = $("scheduled");
+  const totals = $("scheduled-totals");
+  totals.replaceChildren();
+  const head = el("tr");
+  for (const h of ["Currency", ...KINDS.map(([kind]) => kind[0].toUpperCase() + kind.slice(1)), "Accounts"]) head.append(el("th", {}, h));
+  totals.append(head);
+  const codes = [...new Set(data.totals.map((t) => t.currency))];
+  for (const code of codes) {
+    const mine = data.totals.filter((t) => t.currency === code);
+    const tr = el("tr", { class: code === currency ? "current" : "", "data-currency": code });
+    tr.append(el("td", {}, code));
+    for (const [kind] of KINDS) {
+      const t = mine.find((x) => x.type === kind);
+      const down = DOWN.has(kind);
+      const td = el("td", { class: t && down ? "neg" : "", "data-type": kind }, t ? (down ? "-" : "") + money(t.amount) : "–");
+      if (t) td.setAttribute("title", `${t.movements} movements, ${t.accounts.length} accounts`);
+      tr.append(td);
+    }
+    tr.append(el("td", {}, String(new Set(mine.flatMap((t) => t.accounts)).size)));
+    totals.append(tr);
+  }
+  if (!codes.length) {
+    const tr = el("tr");
+    tr.append(el("td", { colspan: KINDS.length + 2 }, `nothing scheduled in the next ${data.days} days`));
+    totals.append(tr);
+  }
+  const next = $("scheduled-next");
+  next.replaceChildren();
+  const head2 = el("tr");
+  for (const h of ["When (UTC)", "Account", "Type", "Amount"]) head2.append(el("th", {}, h));
+  next.append(head2);
+  for (const m of data.movements.filter((m) => !currency || m.currency === currency).slice(0, 8)) {
+    const down = DOWN.has(m.type);
+    const tr = el("tr");
+    tr.append(el("td", {}, m.effective_at.replace("T", " ").slice(0, 16)), el("td", {}, m.account_id), el("td", {}, m.type),
+              el("td", { class: down ? "neg" : "" }, (down ? "-" : "") + money(m.amount)));
+    next.append(tr);
+  }
+  panel.querySelector(".note")?.remove();
+  if (data.truncated) panel.append(el("p", { class: "note" }, `the first ${data.movements.length} movements of the window are listed`));
+  panel.setAttribute("data-days", String(data.days));
+}
+
 async function refresh() {
   const cur = await get("/api/current");
   const select = $("currency");
@@ -122,18 +170,21 @@ async function refresh() {
     if (!currency || !codes.includes(currency)) currency = codes.includes("USD") ? "USD" : codes[0];
     select.value = currency;
   }
+  const soon = get(`/api/scheduled?days=${scheduledDays}`);  // every currency: the panel shows them all
   const row = cur.currencies.find((r) => r.currency === currency);
-  if (!row) return;
+  if (!row) { scheduledChanges(await soon); return; }  // nothing in effect yet; something may be scheduled
   kpis(row);
-  const [months, per, moves] = await Promise.all([get(`/api/months?currency=${currency}`), get(`/api/periods?currency=${currency}`),
-                                                  get("/api/movements/latest?limit=200")]);
+  const [months, per, moves, scheduled] = await Promise.all([get(`/api/months?currency=${currency}`), get(`/api/periods?currency=${currency}`),
+                                                             get("/api/movements/latest?limit=200"), soon]);
   chart(months.months);
   periods(per);
   latest(moves.movements);
+  scheduledChanges(scheduled);
   $("status").textContent = `live · as of ${cur.as_of} · updated ${new Date().toLocaleTimeString()}`;
 }
 
 $("currency").addEventListener("change", (e) => { currency = e.target.value; refresh(); });
+$("scheduled-days").addEventListener("change", (e) => { scheduledDays = Number(e.target.value); refresh().catch(showError); });
 let pending = null;
 function schedule() { if (!pending) pending = setTimeout(() => { pending = null; refresh().catch(showError); }, 150); }
 function showError(err) { $("status").textContent = "waiting for data… " + err.message; $("status").classList.remove("live"); }
