@@ -6,8 +6,9 @@ memory (1,000,000 events: 1,550 MB when it held every raw line and every Fact, u
 
 - each valid event as a packed record of its Fact's fields, appended to its account's bytearray: about
   90 bytes, where its raw line took about 300 and its Fact with its strings about 500;
-- a raw line only where a reject may need it: a bad line, or a line whose event_id may have been seen
-  before (a conflict, the same event_id with other content, is never the first line of its event_id);
+- a raw line only where a reject may need it: a bad line, a line whose event_id may have been seen
+  before (a conflict, the same event_id with other content, is never the first line of its event_id),
+  or a void (a void of a void is rejected);
 - per account, once applied: its event count and current MRR, and its packed events, from which the
   core refolds its movements when a caller asks for them.
 """
@@ -230,7 +231,7 @@ def _replay(
             continue
         fact = fact_of(parsed)
         bit = hash(fact.event_id) & (_SEEN_BITS - 1)
-        if seen[bit >> 3] & (1 << (bit & 7)):
+        if seen[bit >> 3] & (1 << (bit & 7)) or fact.voids is not None:  # (a void may void a void)
             maybe_conflicts[seq] = (source, raw)
         else:
             seen[bit >> 3] |= 1 << (bit & 7)

@@ -12,7 +12,9 @@ from typing import Any, BinaryIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from processors import clock
 from processors.cli import render
+from processors.core.fact import utc_of
 from processors.replay import ReplayOutcome, replay
 from processors.settings import Settings
 from schemas.money import format_cents
@@ -27,6 +29,12 @@ def register(sub: Any) -> None:
     p.add_argument("--rejects", type=Path, help="write rejected lines here instead of to stderr")
     p.add_argument("--accounts", type=Path, help="write each account's current MRR (JSON Lines) here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    p.add_argument(
+        "--as-of",
+        metavar="RFC3339",
+        help="the figures as of this instant (default: now): later events are scheduled, and the months "
+        "run through its month",
+    )
     p.set_defaults(run=run)
 
 
@@ -52,9 +60,11 @@ def _total_lines(files: list[str]) -> int | None:
     return total
 
 
-def run_replay(files: list[str], show_progress: bool) -> ReplayOutcome:
+def run_replay(files: list[str], show_progress: bool, at: int | None = None) -> ReplayOutcome:
+    """`at`: the as-of instant (µs since the epoch); None: now."""
+    at = clock.now() if at is None else at
     if not show_progress:
-        return replay(_lines(files), max_record_bytes=Settings().max_record_bytes)
+        return replay(_lines(files), max_record_bytes=Settings().max_record_bytes, at=at)
     columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("replay", total=_total_lines(files))
@@ -67,7 +77,7 @@ def run_replay(files: list[str], show_progress: bool) -> ReplayOutcome:
                 progress.advance(task, pending)
                 pending = 0
 
-        return replay(_lines(files), on_line=tick, max_record_bytes=Settings().max_record_bytes)
+        return replay(_lines(files), on_line=tick, max_record_bytes=Settings().max_record_bytes, at=at)
 
 
 def write_accounts(outcome: ReplayOutcome, path: Path) -> None:
@@ -82,7 +92,12 @@ def write_accounts(outcome: ReplayOutcome, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     show_progress = not args.no_progress and sys.stderr.isatty()
-    outcome = run_replay(args.files, show_progress)
+    try:
+        at = None if args.as_of is None else clock.parse_instant(args.as_of)
+    except ValueError as exc:
+        print(f"mrr-stream replay: --as-of: {exc}", file=sys.stderr)
+        return 2
+    outcome = run_replay(args.files, show_progress, at)
     reject_out = args.rejects.open("w") if args.rejects else sys.stderr
     try:
         for r in outcome.rejects:
@@ -97,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(render.to_csv(outcome.months))
     else:
+        as_of = "" if outcome.as_of is None else f" as of {utc_of(outcome.as_of):%Y-%m-%d %H:%M} UTC"
         title = (
-            f"MRR by month — {outcome.events:,} events, {outcome.duplicates:,} duplicates ignored, "
+            f"MRR by month{as_of} — {len(outcome.scheduled):,} movements scheduled after it, "
+            f"{outcome.events:,} events, {outcome.duplicates:,} duplicates ignored, "
             f"{len(outcome.rejects):,} rejected"
         )
         render.print_table(outcome.months, title)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome, replay
@@ -43,7 +44,7 @@ def filled(stream: Stream, tmp_path: Path) -> Iterator[tuple[str, ReplayOutcome,
     events = HistoryGenerator(400, 14, 9, parse_month("2024-11")).events()
     path = tmp_path / "h.jsonl"
     path.write_text("\n".join(arrange(events, 9, shuffle=True, duplicates=0.05, bad=0.01)) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     stream.add_worker(free_port()).start()
     asyncio.run(produce(stream.settings, read_lines(path)))
     stream.wait_until(outcome.months, len(outcome.rejects), timeout=120)

@@ -20,7 +20,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from processors import clock
 from processors.core.aggregates import MonthTotals, monthly_aggregates, monthly_totals
+from processors.core.fact import month_of
 from processors.settings import Settings
 from processors.sinks.redis_view import read_months
 from schemas.aggregate import MonthlyAggregate
@@ -169,7 +171,7 @@ def movements_topic_months(settings: Settings) -> list[MonthlyAggregate]:
         first = by_id.setdefault(movement.record_id, movement)
         assert first == movement, f"{movement.record_id} delivered with two contents"
     totals = {k: t for k, t in monthly_totals(by_id.values()).items() if t != MonthTotals()}  # type: ignore[arg-type]
-    return monthly_aggregates(totals)
+    return monthly_aggregates(totals, month_of(clock.now()))  # the stream's months run to now
 
 
 def dead_letters(settings: Settings) -> dict[str, tuple[bytes, dict[str, bytes]]]:

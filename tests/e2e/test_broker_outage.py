@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
@@ -44,7 +45,7 @@ def test_a_broker_outage_writes_a_few_lines_and_loses_nothing(stream: Stream, tm
         path = tmp_path / "h.jsonl"
         path.write_text("\n".join(arrange(events, 71, late=0.2, duplicates=0.05)) + "\n")
         lines = read_lines(path)
-        outcome = replay((str(i), line) for i, line in enumerate(lines))
+        outcome = replay(((str(i), line) for i, line in enumerate(lines)), at=clock.now())
         metrics_port = free_port()
         worker = stream.add_worker(metrics_port)
         worker.start()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, busy_account, parse_month
 from processors.replay import replay
@@ -27,7 +28,7 @@ def test_a_busy_account_equals_the_replay_and_every_stored_value_stays_small(
     lines = arrange(events, 11, late=0.02, late_days=60, duplicates=0.01, bad=0.001)
     path = tmp_path / "busy.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     assert sum(1 for e in events if e["account_id"] == "busy-1") == 20_000
 
     worker = stream.add_worker(free_port())

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from processors import clock
 from processors.generate import BAD_LINES, HistoryGenerator, arrange, parse_month
 from processors.replay import replay
 from processors.settings import Settings
@@ -114,7 +115,7 @@ def test_hostile_records_never_stop_the_worker(stream: Stream, tmp_path: Path) -
         account = doc.get("account_id") if isinstance(doc, dict) else None
         return account.encode() if isinstance(account, str) else b"garbage"
 
-    outcome = replay((str(i), line) for i, line in enumerate(lines))
+    outcome = replay(((str(i), line) for i, line in enumerate(lines)), at=clock.now())
     worker = stream.add_worker(free_port())
     worker.start()
     asyncio.run(send_all(stream.settings, [(key(line), line) for line in lines]))

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
@@ -32,7 +33,7 @@ def test_prometheus_scrapes_the_worker_and_evaluates_the_rules(
     events = HistoryGenerator(300, 6, 3, parse_month("2025-01")).events()
     path = tmp_path / "h.jsonl"
     path.write_text("\n".join(arrange(events, 3, bad=0.01)) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     port = free_port()
     stream.add_worker(port).start()
     asyncio.run(produce(stream.settings, read_lines(path)))

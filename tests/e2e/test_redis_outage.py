@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
@@ -54,7 +55,7 @@ def test_worker_outlives_a_redis_outage_and_catches_up(stream: Stream, tmp_path:
     events = HistoryGenerator(1500, 12, 31, parse_month("2025-01")).events()
     path = tmp_path / "h.jsonl"
     path.write_text("\n".join(arrange(events, 31, late=0.2, duplicates=0.05, bad=0.005)) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     metrics_port = free_port()
     stream.add_worker(metrics_port).start()
     wait_for_metrics(metrics_port)
@@ -97,7 +98,7 @@ def test_a_redis_restarted_empty_is_rebuilt_without_restarting_the_worker(
     events = HistoryGenerator(1500, 12, 33, parse_month("2025-01")).events()
     path = tmp_path / "h.jsonl"
     path.write_text("\n".join(arrange(events, 33, late=0.2, duplicates=0.05, bad=0.005)) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     metrics_port = free_port()
     worker = stream.add_worker(metrics_port)
     worker.start()

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
@@ -18,7 +19,7 @@ def test_rocksdict_store_survives_a_stop_and_a_kill_9(stream: Stream, tmp_path: 
     events = HistoryGenerator(600, 12, 41, parse_month("2025-01")).events()
     path = tmp_path / "h.jsonl"
     path.write_text("\n".join(arrange(events, 41, late=0.2, late_days=60, duplicates=0.05)) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     data = tmp_path / "data"
     worker = stream.add_worker(free_port())
     worker.env.update(MRR_TABLE_STORE="rocksdict://", MRR_DATA_DIR=str(data))

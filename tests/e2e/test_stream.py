@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome, replay
@@ -50,7 +51,7 @@ def history(tmp_path: Path, seed: int, accounts: int, shuffle: bool) -> tuple[Pa
     lines = arrange(events, seed, shuffle=shuffle, duplicates=0.05, late=0.25, late_days=60, bad=0.003)
     path = tmp_path / "history.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     assert outcome.events >= 20_000, "the issue asks for at least 20,000 events"
     return path, outcome
 
@@ -148,9 +149,9 @@ def test_records_the_consumer_passes_over_are_folded(stream: Stream, tmp_path: P
     ]
     path = tmp_path / "history.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    outcome = replay((str(i), line) for i, line in enumerate(read_lines(path)))
+    outcome = replay(((str(i), line) for i, line in enumerate(read_lines(path))), at=clock.now())
     half = len(lines) // 2
-    first = replay((str(i), line) for i, line in enumerate(lines[:half]))
+    first = replay(((str(i), line) for i, line in enumerate(lines[:half])), at=clock.now())
     port = free_port()
     worker = stream.add_worker(port)
     worker.start()

@@ -73,3 +73,56 @@ def test_a_later_refresh_includes_another_writers_batch(redis_url: str, redis_pr
             await b.close()
 
     asyncio.run(go())
+
+
+def test_at_midnight_on_the_first_the_new_month_row_appears_and_month_to_date_restarts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """An injected clock crosses a month boundary with no event: the refresh stage writes the new month's
+    row (opening = the previous closing, nothing moved) and the month-to-date gauges restart."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import CollectorRegistry
+
+    from processors.core.fact import instant_of
+    from processors.sinks.metrics import Metrics
+    from processors.stream.memory import MemoryTable
+    from processors.stream.refresh import RefreshStage
+    from tests.factories import fx
+
+    now = [instant_of(datetime(2026, 10, 31, 23, 59, 59, tzinfo=UTC))]
+    registry = CollectorRegistry()
+
+    async def go() -> None:
+        redis_view = RedisView(redis_url, redis_prefix)
+        try:
+            facts = [fx("subscribe", account="m1", at="2026-10-05T00:00:00Z", amount="120.00")]
+            from processors.core.account import AccountState, apply
+
+            state = apply(AccountState("m1"), facts).state
+            await redis_view.write([AccountView.of("m1", 1, state.mrr, state.movements)])
+            stage = RefreshStage(
+                table=MemoryTable(),
+                pending=MemoryTable(),
+                view=redis_view,
+                metrics=Metrics(registry),
+                partitions=4,
+                now=lambda: now[0],
+            )
+            await stage.tick()
+            assert [(r.month, r.net_new_mrr) for r in await redis_view.months()] == [("2026-10", 12000)]
+            assert registry.get_sample_value("mrr_net_new_mrr_month_to_date", {"currency": "USD"}) == 120.0
+            now[0] = instant_of(datetime(2026, 11, 1, tzinfo=UTC))
+            await stage.tick()
+            rows = await redis_view.months()
+            assert [(r.month, r.opening_mrr, r.net_new_mrr, r.closing_mrr) for r in rows] == [
+                ("2026-10", 0, 12000, 12000),
+                ("2026-11", 12000, 0, 12000),
+            ]
+            assert registry.get_sample_value("mrr_net_new_mrr_month_to_date", {"currency": "USD"}) == 0.0
+            assert registry.get_sample_value("mrr_current_mrr", {"currency": "USD"}) == 120.0
+            assert await redis_view.current() == {"USD:mrr": "120.00", "USD:customers": "1"}
+        finally:
+            await redis_view.close()
+
+    asyncio.run(go())

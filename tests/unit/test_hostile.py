@@ -1080,9 +1080,7 @@ def check(lines: Sequence[Line], rnd: random.Random, copartitioned: bool = True)
     assert counter(run, "failed") == 0 and counter(run, "replayed") == 0
 
     # The replay of the same lines: the same rejects, named the same, at the same coordinates.
-    everything = replay(
-        [(s, line.value or b"") for s, line in zip(sources, lines, strict=True)], at=AS_OF
-    )
+    everything = replay([(s, line.value or b"") for s, line in zip(sources, lines, strict=True)], at=AS_OF)
     replayed = {r.source: (r.raw, r.rejection.field, str(r.rejection)) for r in everything.rejects}
     assert len(replayed) == len(everything.rejects)
     not_blank = {s: v for s, v in letters.items() if not by_source[s][0].blank}
