@@ -47,7 +47,8 @@ def test_page_shows_redis_and_follows_the_stream(filled: tuple[str, ReplayOutcom
                 "type": "subscribe",
                 "account_id": "page-test-account",
                 "subscription_id": "s1",
-                "effective_at": f"{usd.month}-28T12:00:00Z",
+                # a minute ago: in effect at once (a date later this month would be scheduled)
+                "effective_at": (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "currency": "USD",
                 "interval": "month",
                 "items": [{"plan_id": "pro", "unit_amount": "1234.56"}],
