@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from processors import clock
 from processors.cli import main
+from processors.core.fact import month_of
 from tests.factories import raw
 
 
@@ -30,7 +32,7 @@ def history(tmp_path: Path) -> Path:
 
 
 def test_replay_json(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["replay", str(history), "--format", "json"]) == 0
+    assert main(["replay", str(history), "--format", "json", "--as-of", "2025-02-28T00:00:00Z"]) == 0
     out, err = capsys.readouterr()
     doc = json.loads(out)
     assert doc["rejected"] == 3
@@ -42,6 +44,12 @@ def test_replay_json(history: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"rejected {history}:2: (record): invalid JSON" in err
     assert f"rejected {history}:5: event_id: already used" in err
     assert f"rejected {history}:6: currency: must be an ISO 4217 code" in err
+    # without --as-of, the months run to now (an empty month still has its row)
+    assert main(["replay", str(history), "--format", "json"]) == 0
+    months = [m["month"] for m in json.loads(capsys.readouterr().out)["months"]]
+    assert months[:2] == ["2025-01", "2025-02"] and months[-1] == month_of(clock.now())
+    assert main(["replay", str(history), "--as-of", "soon"]) == 2
+    assert "--as-of: 'soon' is not an RFC 3339 instant" in capsys.readouterr().err
 
 
 def test_replay_csv_and_side_files(history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,6 +65,8 @@ def test_replay_csv_and_side_files(history: Path, tmp_path: Path, capsys: pytest
                 str(rejects),
                 "--accounts",
                 str(accounts),
+                "--as-of",
+                "2025-02-28",
             ]
         )
         == 0
