@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 
 from processors.core.fact import instant_of
+from schemas.billing_event import EARLIEST, END
 
 
 def now() -> int:
@@ -26,4 +27,6 @@ def parse_instant(text: str) -> int:
         raise ValueError(f"{text!r} is not an RFC 3339 instant such as 2026-11-23T00:00:00Z") from None
     if at.tzinfo is None:
         raise ValueError(f"{text!r} has no offset: add Z (UTC) or +hh:mm")
+    if not EARLIEST <= at < END:
+        raise ValueError(f"{text!r} is outside the years 1970 to 2999 that events can have")
     return instant_of(at)

@@ -290,19 +290,23 @@ def decode_root(account_id: str, data: bytes) -> Root:
     if doc.get("v") not in READS:
         raise ValueError(f"unknown root format {doc.get('v')!r}")
     tail = doc.get("t")
+    tail_chunk = _chunk_from_doc(account_id, tail) if tail else None
+    # A root without "ao" was written before events could be scheduled: what it holds is in effect (its
+    # last fact's instant; without a tail, format 2, all of time), and later events are scheduled.
+    legacy = tail_chunk.facts[-1].instant if tail_chunk and tail_chunk.facts else ALL_IN_EFFECT
     return Root(
         ver=doc["ver"],
         offsets=doc["off"],
         seq=doc["seq"],
         last=Ref(*doc["last"]) if doc["last"] else None,
-        tail=_chunk_from_doc(account_id, tail) if tail else None,
+        tail=tail_chunk,
         mrr=doc["mrr"],
         recent=tuple(Seen(*s) for s in doc["new"]),
         garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
         outbox=tuple((v, n) for v, n in doc["ob"]),
         sent=tuple(doc.get("sent", ())),
         redis_from=doc["rf"],
-        asof=doc.get("ao", ALL_IN_EFFECT),
+        asof=doc.get("ao", legacy),
         due=doc.get("due"),
     )
 
@@ -722,7 +726,7 @@ def process(
     if again and before.redis_from is not None:
         # (read before this batch's commits: their chunks are not in the store yet; they replace these)
         views = {v.start: v for v in chunk_views(reader, account_id, before, before.redis_from)}
-    if again and before.due is not None:
+    if again:  # (an empty list too: it clears what a lost write left in Redis)
         scheduled = scheduled_of(reader, account_id, before)
 
     def offsets_through(position: int) -> dict[str, int]:

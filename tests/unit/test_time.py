@@ -420,3 +420,19 @@ def test_a_worker_down_across_the_instant_applies_it_when_it_comes_back() -> Non
     back = stage_on(table, producer, clock)
     assert asyncio.run(back.apply_due(set(range(PARTITIONS)))) == 1
     assert [t for _, t in published_types(producer)] == ["new", "expansion"]
+
+
+def test_a_root_from_before_scheduling_keeps_its_events_in_effect_and_schedules_later_ones() -> None:
+    table = Table()
+    sub = raw("subscribe", account="old", at=at(0), amount="100.00")
+    first = process(Reader(table), "old", [Arrival(SOURCE, 0, facts_of([sub])[0])], render, None, instant(1))
+    table.apply(first.writes)
+    doc = json.loads(table[b"old"])
+    del doc["ao"], doc["due"]  # as the previous release wrote it
+    table[b"old"] = json.dumps(doc).encode()
+    assert Reader(table).root("old").asof == instant(0)
+    cancel = raw("cancel", account="old", at=at(30), amount=None)
+    second = process(
+        Reader(table), "old", [Arrival(SOURCE, 1, facts_of([cancel])[0])], render, None, instant(2)
+    )
+    assert [p.movement.type for p in second.publish] == [] and second.root.due == instant(30)
