@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +13,7 @@ from processors.cli.produce_cmd import produce, read_lines
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome, replay
 from processors.settings import Settings
-from tests.e2e.harness import Stream, free_port
+from tests.e2e.harness import Stream, api_process, free_port
 
 
 @pytest.fixture
@@ -48,22 +44,5 @@ def filled(stream: Stream, tmp_path: Path) -> Iterator[tuple[str, ReplayOutcome,
     stream.add_worker(free_port()).start()
     asyncio.run(produce(stream.settings, read_lines(path)))
     stream.wait_until(outcome.months, len(outcome.rejects), timeout=120)
-    port = free_port()
-    env = {**stream.env(free_port()), "MRR_API_PORT": str(port)}
-    api = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/openapi.json", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield base, outcome, stream
-    api.terminate()
-    api.wait(10)
+    with api_process(stream) as base:
+        yield base, outcome, stream

@@ -4,6 +4,7 @@ everything the stream wrote (Redis, the movements topic, the dead-letter topic, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,44 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def api_process(stream: Stream) -> Iterator[str]:
+    """The read API on a free port, from the stream's Redis: yields its base URL once it answers."""
+    port = free_port()
+    env = {**stream.env(free_port()), "MRR_API_PORT": str(port)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processors.cli", "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/openapi.json", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def status_and_replay_json(stream: Stream, path: Path, *replay_options: str) -> tuple[bytes, bytes]:
+    """What `mrr-stream status --format json` prints from the stream's Redis, and what
+    `mrr-stream replay --format json` prints for the file (with these options)."""
+    env = stream.env(free_port())
+    cli = [sys.executable, "-m", "processors.cli"]
+    status = subprocess.run([*cli, "status", "--format", "json"], env=env, capture_output=True, check=True)
+    replayed = subprocess.run(
+        [*cli, "replay", str(path), "--format", "json", *replay_options],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    return status.stdout, replayed.stdout

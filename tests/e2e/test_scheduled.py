@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +20,15 @@ from processors.cli.produce_cmd import produce
 from processors.core.fact import utc_of
 from processors.replay import replay
 from processors.sinks.redis_view import RedisView
-from tests.e2e.harness import Stream, free_port, movements_topic_months, scrape, wait_for_metrics
+from tests.e2e.harness import (
+    Stream,
+    api_process,
+    free_port,
+    movements_topic_months,
+    scrape,
+    status_and_replay_json,
+    wait_for_metrics,
+)
 from tests.factories import raw
 
 BOUND = 3.0  # seconds after an instant by which it must show (the goal is 2 s; the figure is printed)
@@ -59,25 +65,8 @@ def wait_for(stream: Stream, mrr: str, customers: str, timeout: float) -> float:
 
 @pytest.fixture
 def api(stream: Stream) -> Iterator[str]:
-    port = free_port()
-    env = {**stream.env(free_port()), "MRR_API_PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/openapi.json", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(10)
+    with api_process(stream) as base:
+        yield base
 
 
 def get(url: str) -> Any:
@@ -155,18 +144,5 @@ def test_scheduled_events_take_effect_at_their_instant_even_across_a_kill(
     stream.wait_until(outcome.months, len(outcome.rejects), timeout=60)
     assert movements_topic_months(stream.settings) == outcome.months
     # and the CLI's status prints exactly what `replay --as-of` prints
-    env = stream.env(free_port())
-    as_of = stamp(0)
-    status = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "status", "--format", "json"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    replayed = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", "--format", "json", "--as-of", as_of, str(path)],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    assert status.stdout == replayed.stdout
+    status, replayed = status_and_replay_json(stream, path, "--as-of", stamp(0))
+    assert status == replayed

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from tests.e2e.harness import (
     free_port,
     movements_topic_months,
     scrape,
+    status_and_replay_json,
     wait_for_metrics,
 )
 
@@ -72,19 +71,8 @@ def test_two_workers_on_four_partitions_equal_the_replay(stream: Stream, tmp_pat
     stream.wait_until(outcome.months, len(outcome.rejects), timeout=240)
 
     # `mrr-stream status --format json` prints exactly what `mrr-stream replay --format json` prints.
-    env = stream.env(free_port())
-    status = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "status", "--format", "json"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    replayed = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", str(path), "--format", "json"],
-        capture_output=True,
-        check=True,
-    )
-    assert status.stdout == replayed.stdout
+    status, replayed = status_and_replay_json(stream, path)
+    assert status == replayed
 
     # The movements topic, each record_id once, sums to the same months.
     assert movements_topic_months(stream.settings) == outcome.months
