@@ -198,7 +198,7 @@ def test_table(capsys: pytest.CaptureFixture[str], history: Path) -> None:
     [
         (["--as-of", "yesterday"], "--as-of: 'yesterday' is not an RFC 3339 instant"),
         (["--as-of", "2026-01-01T00:00:00"], "--as-of: '2026-01-01T00:00:00' has no offset"),
-        (["--as-of", "9999-12-01"], "--as-of: '9999-12-01' plus 90 days is past the year 9999"),
+        (["--as-of", "9999-12-01"], "--as-of: '9999-12-01' is outside the years 1970 to 2999"),
         (["--days", "0"], "--days: '0' is not a whole number of days from 1 to 3660"),
         (["--days", "3661"], "--days: '3661' is not a whole number"),
         (["--days", "١٢"], "--days: '١٢' is not a whole number"),
@@ -224,3 +224,14 @@ def test_redis_down_is_one_line_and_status_2(
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("mrr-stream scheduled: Redis (MRR_REDIS_URL) is unavailable: "), err
     assert err.count("\n") == 1
+
+
+def test_the_last_as_of_with_the_longest_window_works(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "none.jsonl"
+    empty.write_bytes(b"")
+    last = ["--as-of", "2999-12-31T23:59:59Z", "--days", "3660"]
+    options = [*last, "--replay", str(empty), "--format", "json"]
+    assert main(["scheduled", *options]) == 0
+    assert json.loads(capsys.readouterr().out)["days"] == 3660
