@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.core.intake import MAX_RECORD_BYTES
@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     input_topic: str = "billing-events"
     movements_topic: str = "mrr-movements"
     dlq_topic: str = "billing-events-dlq"
+
+    # Stripe as a source (processors/sources/stripe/): the webhook receiver and the mapping agent
+    stripe_events_topic: str = Field(
+        default="stripe-events",
+        description="raw Stripe Event objects, as verified by the webhook receiver; one partition, so that "
+        "coupon and price events are read in order with the subscriptions that use them",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="the endpoint's signing secret (whsec_...); the receiver needs it"
+    )
+    stripe_webhook_addr: str = Field(default="127.0.0.1", description="address the receiver listens on")
+    stripe_webhook_port: int = 8090
+    stripe_webhook_tolerance: int = Field(
+        default=300, description="seconds a signature's timestamp may be old (Stripe's default: 300)"
+    )
 
     # Redis and Prometheus
     redis_url: str = "redis://127.0.0.1:16379/0"

@@ -17,6 +17,7 @@ from processors.cli import (
     scheduled_cmd,
     servers_cmd,
     status_cmd,
+    stripe_cmd,
     worker_cmd,
 )
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         scheduled_cmd,
         api_cmd,
         resync_cmd,
+        stripe_cmd,
         servers_cmd,
     ):
         module.register(sub)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -34,6 +35,13 @@ def register(sub: Any) -> None:
     p.add_argument("--months", type=int, default=12)
     p.add_argument("--seed", type=int, default=2025)
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the stream to catch up")
+    p.add_argument(
+        "--stripe",
+        action="store_true",
+        help="start from a generated Stripe history instead: its webhook events (shuffled, some resent) go "
+        "to the Stripe topic, where the worker's Stripe agent maps them; the replay is of `mrr-stream "
+        "stripe import` of the same events",
+    )
     p.set_defaults(run=run)
 
 
@@ -45,6 +53,7 @@ def demo_settings(base: Settings, run_id: str) -> tuple[Settings, dict[str, str]
         "input_topic": f"demo-{run_id}-billing-events",
         "movements_topic": f"demo-{run_id}-mrr-movements",
         "dlq_topic": f"demo-{run_id}-billing-events-dlq",
+        "stripe_events_topic": f"demo-{run_id}-stripe-events",
     }
     settings = base.model_copy(update=names)
     env = {f"MRR_{k.upper()}": str(v) for k, v in names.items()}
@@ -65,6 +74,25 @@ async def _reset_redis(settings: Settings) -> None:
             await view.client.delete(*keys[i : i + 500])
     finally:
         await view.close()
+
+
+def stripe_demo(source: Path, billing: Path, customers: int, months: int, seed: int) -> list[str]:
+    """A Stripe history as its webhooks would arrive (shuffled, 5% resent), and its import."""
+    import json
+    import random
+
+    from processors.sources.stripe.generate import stripe_history
+    from processors.sources.stripe.mapping import Mapper, to_json
+
+    events = stripe_history(customers, months, seed, parse_month("2025-01"))
+    rng = random.Random(seed)
+    events += [e for e in events if rng.random() < 0.05]
+    rng.shuffle(events)
+    mapper = Mapper()
+    lines = [json.dumps(e, separators=(",", ":")) for e in events]
+    source.write_text("\n".join(lines) + "\n")
+    billing.write_text("".join(to_json(b) + "\n" for e in events for b in mapper.feed(e).events))
+    return lines
 
 
 def reconciliation(replayed: list[MonthlyAggregate], streamed: list[MonthlyAggregate]) -> tuple[Table, int]:
@@ -117,14 +145,27 @@ def run(args: argparse.Namespace) -> int:
     folder = base.local_dir / "demo"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "history.jsonl"
-    with console.status("generating a year of billing"):
-        events = HistoryGenerator(args.accounts, args.months, args.seed, parse_month("2025-01")).events()
-        lines = arrange(events, args.seed, shuffle=True, duplicates=0.05, late=0.2, bad=0.002)
-        path.write_text("\n".join(lines) + "\n")
-    console.print(
-        f"{len(events):,} billing events for {args.accounts:,} accounts, written to {path} as "
-        f"{len(lines):,} lines: shuffled, with duplicates, late events and bad lines"
-    )
+    topic = settings.input_topic
+    if args.stripe:
+        source = folder / "stripe-events.jsonl"
+        with console.status("generating a year of Stripe webhook events"):
+            stripe_lines = stripe_demo(source, path, args.accounts, args.months, args.seed)
+        lines = path.read_text().splitlines()
+        console.print(
+            f"{len(stripe_lines):,} Stripe events for {args.accounts:,} customers, written to {source} "
+            f"(shuffled, some resent); `mrr-stream stripe import` maps them to {len(lines):,} billing "
+            f"events in {path}"
+        )
+        topic = settings.stripe_events_topic
+    else:
+        with console.status("generating a year of billing"):
+            events = HistoryGenerator(args.accounts, args.months, args.seed, parse_month("2025-01")).events()
+            lines = arrange(events, args.seed, shuffle=True, duplicates=0.05, late=0.2, bad=0.002)
+            path.write_text("\n".join(lines) + "\n")
+        console.print(
+            f"{len(events):,} billing events for {args.accounts:,} accounts, written to {path} as "
+            f"{len(lines):,} lines: shuffled, with duplicates, late events and bad lines"
+        )
     replayed: ReplayOutcome = run_replay([str(path)], show_progress=console.is_terminal)
 
     worker = worker_server(settings, env)
@@ -138,8 +179,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] {exc}", markup=False)
         return 1
     with console.status("producing to Kafka"):
-        asyncio.run(produce(settings, read_lines(path)))
-    console.print(f"streamed {len(lines):,} records to {settings.input_topic}")
+        if args.stripe:
+            records = read_lines(folder / "stripe-events.jsonl")
+            asyncio.run(produce(settings, records, topic=topic, keyed=0))
+        else:
+            records = read_lines(path)
+            asyncio.run(produce(settings, records))
+    console.print(f"streamed {len(records):,} records to {topic}")
 
     deadline = time.monotonic() + args.timeout
     streamed: list[MonthlyAggregate] = []

@@ -23,10 +23,49 @@ def register(sub: Any) -> None:
     p.add_argument("--late-days", type=float, default=60.0, help="how late a late event can be, in days")
     p.add_argument("--bad", type=float, default=0.0, metavar="FRACTION", help="share of bad lines mixed in")
     p.add_argument("-o", "--output", help="file to write; standard output by default")
+    p.add_argument(
+        "--format",
+        choices=("billing", "stripe"),
+        default="billing",
+        help="billing: contract billing events (default); stripe: the Stripe webhook events of such a "
+        "history (Event objects), for `mrr-stream stripe import` or the webhook receiver",
+    )
     p.set_defaults(run=run)
 
 
+def run_stripe(args: argparse.Namespace) -> int:
+    import json
+    import random
+
+    from processors.sources.stripe.generate import stripe_history
+
+    if args.late or args.bad:
+        print("mrr-stream generate: --late and --bad apply to --format billing only", file=sys.stderr)
+        return 2
+    lines = [
+        json.dumps(e, separators=(",", ":"))
+        for e in stripe_history(args.accounts, args.months, args.seed, args.start)
+    ]
+    count = len(lines)
+    rng = random.Random(args.seed)
+    lines += [line for line in lines if rng.random() < args.duplicates]  # Stripe resends some
+    if args.shuffle:  # Stripe does not promise order
+        rng.shuffle(lines)
+    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for line in lines:
+            out.write(line)
+            out.write("\n")
+    finally:
+        if args.output:
+            out.close()
+    print(f"{count:,} Stripe events, {len(lines):,} lines", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.format == "stripe":
+        return run_stripe(args)
     events = HistoryGenerator(args.accounts, args.months, args.seed, args.start).events()
     lines = arrange(
         events,

@@ -48,8 +48,10 @@ async def produce(
     rate: float = 0,
     progress: Progress | None = None,
     keyed: float = 1.0,
+    topic: str | None = None,
 ) -> int:
-    """`keyed`: the share of lines keyed by account (the rest unkeyed, chosen reproducibly)."""
+    """`keyed`: the share of lines keyed by account (the rest unkeyed, chosen reproducibly).
+    `topic`: where to (default: the input topic)."""
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", linger_ms=10, max_batch_size=256 * 1024
@@ -62,7 +64,7 @@ async def produce(
         rng = random.Random(len(lines))
         for n, line in enumerate(lines, start=1):
             key = account_key(line) if keyed >= 1 or rng.random() < keyed else None
-            await producer.send(settings.input_topic, line, key=key)
+            await producer.send(topic or settings.input_topic, line, key=key)
             if rate:
                 delay = started + n / rate - loop.time()
                 if delay > 0:

@@ -91,6 +91,26 @@ class Metrics:
             "Records the consumer skipped (around a rebalance) that the fold read again from the broker",
             registry=registry,
         )
+        self.stripe_events = Counter(
+            "mrr_stripe_events",
+            "Stripe events the Stripe agent read, by outcome: mapped (into billing events, or into "
+            "nothing: a renewal), skipped (see mrr_stripe_skipped_total), parked (waiting for a coupon, "
+            "discount or price not seen yet), unreadable (not a JSON object) and failed (the mapping "
+            "raised): both dead-lettered",
+            ["outcome"],
+            registry=registry,
+        )
+        self.stripe_skipped = Counter(
+            "mrr_stripe_skipped",
+            "Stripe events or parts of them the mapping does not carry into MRR, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.stripe_billing_events = Counter(
+            "mrr_stripe_billing_events",
+            "Billing events the Stripe agent produced to the input topic",
+            registry=registry,
+        )
         self.scheduled_mrr = Gauge(
             "mrr_scheduled_mrr",
             "MRR that scheduled events (effective after now) will move within the window, by movement "

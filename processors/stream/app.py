@@ -35,6 +35,7 @@ from processors.stream.intake import Record
 from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
 from processors.stream.refetch import BrokerRefetch
 from processors.stream.refresh import RefreshStage
+from processors.stream.stripe import StripeStage
 
 log = logging.getLogger("mrr_stream")
 
@@ -210,6 +211,17 @@ def create_app(
         refetch=BrokerRefetch(settings),
     )
 
+    # Stripe as a source: one partition, its table beside it (processors/stream/stripe.py)
+    stripe_table = FaustTable(app, app.Table("stripe", default=None, **{**table_options, "partitions": 1}))
+    stripe_stage = StripeStage(
+        table=stripe_table,
+        producer=FaustProducer(app),
+        metrics=metrics,
+        input_topic=settings.input_topic,
+        dlq_topic=settings.dlq_topic,
+        max_record_bytes=settings.max_record_bytes,
+    )
+
     def owned() -> set[int] | None:
         if app.rebalancing or app.in_recovery:
             return None
@@ -236,6 +248,17 @@ def create_app(
             finally:
                 last_batch[0] = time.monotonic()
                 metrics.batch_seconds.labels("fold").observe(time.perf_counter() - started)
+
+    @app.agent(app.topic(settings.stripe_events_topic, partitions=1, **raw))
+    async def stripe(stream: Any) -> None:
+        async for events in stream.take_events(200, within=0.2):
+            started = time.perf_counter()
+            try:
+                await stripe_stage.batch([_record(e) for e in events])
+            except Exception:
+                crash("stripe")
+            finally:
+                metrics.batch_seconds.labels("stripe").observe(time.perf_counter() - started)
 
     @app.timer(interval=settings.refresh_seconds)  # type: ignore[untyped-decorator]
     async def refresh() -> None:

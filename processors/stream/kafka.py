@@ -82,30 +82,35 @@ def by_account_topic(settings: Settings) -> str:
 
 
 async def ensure_topics(settings: Settings, internal: bool = False) -> int:
-    """Create the input, movements and dead-letter topics (and with internal=True the by-account topic)
-    if they do not exist. A worker creates them all before Faust starts: when two workers start together,
-    a group leader that assigns partitions while the other is still creating a topic leaves that topic
-    unassigned until the next metadata refresh, minutes later. Returns the input topic's partition count."""
+    """Create the input, movements, dead-letter and Stripe topics (and with internal=True the
+    by-account topic) if they do not exist. A worker creates them all before Faust starts: when two
+    workers start together, a group leader that assigns partitions while the other is still creating a
+    topic leaves that topic unassigned until the next metadata refresh, minutes later. Returns the input
+    topic's partition count."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         brokers = len((await admin.describe_cluster())["brokers"])
         factor = 1 if brokers == 1 else min(3, brokers)
+        # the Stripe topic has one partition: its agent keeps the catalog (coupons, prices) beside the
+        # subscriptions, and Stripe's event rate is far below what one partition carries
+        names = {
+            settings.input_topic: settings.partitions,
+            settings.movements_topic: settings.partitions,
+            settings.dlq_topic: settings.partitions,
+            settings.stripe_events_topic: 1,
+            **({by_account_topic(settings): settings.partitions} if internal else {}),
+        }
         wanted = [
             NewTopic(
                 name,
-                num_partitions=settings.partitions,
+                num_partitions=partitions,
                 replication_factor=factor,
                 # the input may carry records up to the limit; copies of them carry a little more
                 topic_configs={"max.message.bytes": str(settings.max_record_bytes + HEADROOM)},
             )
-            for name in (
-                settings.input_topic,
-                settings.movements_topic,
-                settings.dlq_topic,
-                *([by_account_topic(settings)] if internal else []),
-            )
+            for name, partitions in names.items()
             if name not in existing
         ]
         if wanted:

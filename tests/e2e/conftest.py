@@ -28,6 +28,7 @@ def stream(
         input_topic=f"{unique}-in",
         movements_topic=f"{unique}-movements",
         dlq_topic=f"{unique}-dlq",
+        stripe_events_topic=f"{unique}-stripe",
         partitions=4,
     )
     s = Stream(settings, tmp_path)

@@ -109,3 +109,14 @@ def test_metrics_and_api_listen_on_every_interface_only_in_compose() -> None:
     targets = {t for job in scraped["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
     port = services["worker"]["environment"]["MRR_METRICS_PORT"]
     assert {f"worker:{port}", f"api:{services['api']['environment']['MRR_API_PORT']}"} <= targets
+
+
+def test_the_stripe_receiver_is_opt_in_local_only_and_needs_its_secret_from_the_environment() -> None:
+    assert Settings.model_fields["stripe_webhook_addr"].default == "127.0.0.1"
+    service = compose()["services"]["stripe-webhook"]
+    assert service["profiles"] == ["stripe"]
+    assert service["command"] == ["mrr-stream", "stripe", "webhook"]
+    assert all(str(port).startswith("127.0.0.1:") for port in service["ports"])
+    env = service["environment"]
+    assert set(env) <= {f"MRR_{name.upper()}" for name in Settings.model_fields}
+    assert env["MRR_STRIPE_WEBHOOK_SECRET"].startswith("${MRR_STRIPE_WEBHOOK_SECRET:?")  # never in the file

@@ -1,0 +1,1 @@
+"""Sources of billing events other than producers writing the contract themselves."""

@@ -1,0 +1,1 @@
+"""Stripe as a source: its events mapped onto billing event contract v1."""
