@@ -103,7 +103,7 @@ def test_a_mistake_is_one_line_and_status_2(
     args = [f.format(dir=tmp_path) for f in files]
     assert main(["stripe", "import", *args]) == 2
     out, err = capsys.readouterr()
-    assert err.startswith(f"mrr-stream stripe import: {message.format(dir=tmp_path)}"), err
+    assert out == "" and err.startswith(f"mrr-stream stripe import: {message.format(dir=tmp_path)}"), err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
