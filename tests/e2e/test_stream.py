@@ -102,7 +102,8 @@ def test_two_workers_on_four_partitions_equal_the_replay(stream: Stream, tmp_pat
 def test_kill_9_three_times_then_the_same_results(stream: Stream, tmp_path: Path) -> None:
     path, outcome = history(tmp_path, seed=21, accounts=6500, shuffle=False)
     rng = random.Random(2026)
-    worker = stream.add_worker(free_port())
+    port = free_port()
+    worker = stream.add_worker(port)
     worker.start()
     lines = read_lines(path)
     # half of the lines unkeyed: they take the by-account hop, the others are folded where they land
@@ -111,7 +112,10 @@ def test_kill_9_three_times_then_the_same_results(stream: Stream, tmp_path: Path
     )
     producer.start()
     for _ in range(3):
-        time.sleep(rng.uniform(4, 9))
+        # Killed once it folds again (a loaded machine can take seconds to start a worker: a kill before
+        # would land on nothing), then some way into its work.
+        folding(port)
+        time.sleep(rng.uniform(0.5, 4))
         worker.kill9()
         worker.start()
     producer.join()
@@ -123,6 +127,19 @@ def test_kill_9_three_times_then_the_same_results(stream: Stream, tmp_path: Path
     redelivered = worker.log.read_text(errors="replace").count("redelivered after a restart")
     print(f"redelivered after kill -9: {redelivered} account batches")
     assert redelivered > 0
+
+
+def folding(port: int, timeout: float = 120) -> None:
+    """Until the worker on this metrics port has applied events (its counters start at 0 each start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if scrape(port).get('mrr_events_total{outcome="applied"}', 0) > 0:
+                return
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.2)
+    raise AssertionError(f"the worker with metrics on {port} applied nothing in {timeout} s")
 
 
 def test_records_the_consumer_passes_over_are_folded(stream: Stream, tmp_path: Path) -> None:
