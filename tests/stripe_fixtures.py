@@ -214,7 +214,7 @@ class Sub:
 
     def __init__(
         self,
-        items: list[tuple[dict[str, Any], int]],
+        items: list[tuple[dict[str, Any], int | None]],  # (price, quantity: None for a metered price)
         *,
         version: str = CLOVER,
         start: int = T0,

@@ -602,14 +602,9 @@ def _needs(view: _View) -> list[str]:
             if isinstance(coupon, str):
                 keys.append(f"coupon:{coupon}")
     for item in view.items:
-        price = item.get("price")
-        if (
-            isinstance(price, Mapping)
-            and price.get("billing_scheme") == "tiered"
-            and price.get("tiers") is None
-            and isinstance(price.get("id"), str)
-        ):
-            keys.append(f"price:{price['id']}")
+        price = _price_like(item) if isinstance(item.get("price") or item.get("plan"), Mapping) else {}
+        if price.get("billing_scheme") == "tiered" and price.get("tiers") is None:
+            keys.append(f"price:{price.get('id')}")
     return keys
 
 
