@@ -116,7 +116,16 @@ class StripeStage:
             value = get(key.encode())
             if value is not None:
                 state[key] = value.decode()
-        return map_event(event, state)
+        mapped = map_event(event, state)
+        for _ in range(8):  # (reads() names every key; should it miss one, the event is not parked for it)
+            if mapped.waits_for is None or mapped.waits_for in state:
+                break
+            value = get(mapped.waits_for.encode())
+            if value is None:
+                break
+            state[mapped.waits_for] = value.decode()
+            mapped = map_event(event, state)
+        return mapped
 
     def _park(self, event: dict[str, Any], needed: str, overlay: dict[bytes, bytes | None], get: Any) -> None:
         event_id = str(event.get("id"))

@@ -143,3 +143,29 @@ def test_a_record_that_is_not_an_event_object_is_a_dead_letter_and_the_rest_goes
     assert [s.headers["__connect.errors.offset"] for s in letters] == [b"0", b"1"]
     assert all(s.headers["mrr.errors.stage"] == b"stripe" for s in letters)
     assert producer.on("in")
+
+
+def test_a_key_reads_did_not_name_is_fetched_rather_than_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    sub = Sub([(fixtures.price("price_team", 9900), 2)], version=fixtures.CLOVER)
+    forever = fixtures.coupon("co_team20", percent_off=20.0)
+    found = fixtures.discount(
+        "di_1",
+        forever,
+        customer=sub.customer,
+        subscription=sub.id,
+        start=at(3),
+        end=None,
+        version=sub.version,
+    )
+    catalog = [
+        fixtures.event("coupon.created", forever, at(-1), version=sub.version),
+        fixtures.event("customer.discount.created", found, at(3), version=sub.version),
+    ]
+    life = [sub.created(), sub.set_discount(at(3), found)]
+    table, producer = MemoryTable(), MemoryProducer()
+    asyncio.run(stage(table, producer).batch(records(catalog)))
+    monkeypatch.setattr("processors.stream.stripe.reads", lambda event: ())
+    asyncio.run(stage(table, producer).batch(records(life)))
+    assert not any(k.startswith((PARKED, WAITING)) for k in table.data)
+    streamed = replayed([s.value or b"" for s in producer.on("in")])
+    assert streamed.accounts[sub.customer].mrr == {"USD": 2 * 9900 * 80 // 100}
