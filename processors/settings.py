@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, description="the endpoint's signing secret (whsec_...); the receiver needs it"
     )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="optional: a restricted key (read access to coupons and prices) the worker asks Stripe "
+        "with for a coupon or price not seen in the stream; without it such an event waits for its event",
+    )
     stripe_webhook_addr: str = Field(default="127.0.0.1", description="address the receiver listens on")
     stripe_webhook_port: int = 8090
     stripe_webhook_tolerance: int = Field(

@@ -30,6 +30,7 @@ from faust.types import TP
 from processors.settings import Settings
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import RedisView
+from processors.sources.stripe.lookup import StripeLookup
 from processors.stream.fold import FoldStage, Topics
 from processors.stream.intake import Record
 from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
@@ -220,6 +221,7 @@ def create_app(
         input_topic=settings.input_topic,
         dlq_topic=settings.dlq_topic,
         max_record_bytes=settings.max_record_bytes,
+        lookup=StripeLookup(settings.stripe_api_key.get_secret_value()) if settings.stripe_api_key else None,
     )
 
     def owned() -> set[int] | None:

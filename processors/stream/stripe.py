@@ -12,8 +12,10 @@ A crash before 3 maps the batch again from the old state: the same billing event
 the fold takes as duplicates. A crash after 3 maps it against the new state, which already holds its effect.
 
 An event that names a coupon, discount or price not seen yet is parked in the table under that key and
-mapped again when the key is written (Stripe does not promise order). Bounds: a parked event is at most
-PARKED_MAX_BYTES (else skipped with its reason), and a key has at most PARKED_PER_KEY events waiting.
+mapped again when the key is written (Stripe does not promise order); with `MRR_STRIPE_API_KEY` set, a
+coupon or price is first asked of the Stripe API (processors/sources/stripe/lookup.py). Bounds: a parked
+event is at most PARKED_MAX_BYTES (else skipped with its reason), and a key has at most PARKED_PER_KEY
+events waiting.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from processors.core.intake import RECORD, Rejection
 from processors.sinks.metrics import Metrics
+from processors.sources.stripe.lookup import Lookup
 from processors.sources.stripe.mapping import Mapped, map_event, reads, to_json
 from processors.stream import deadletter
 from processors.stream.fold import Producer, Table
@@ -53,10 +56,13 @@ class StripeStage:
         input_topic: str,
         dlq_topic: str,
         max_record_bytes: int,
+        lookup: Lookup | None = None,
     ) -> None:
+        """`lookup`: asks the Stripe API for a coupon or price not seen in the stream (None: it waits)."""
         self.table, self.producer, self.metrics = table, producer, metrics
         self.input_topic, self.dlq_topic = input_topic, dlq_topic
         self.max_record_bytes = max_record_bytes
+        self.lookup = lookup
 
     async def batch(self, records: Sequence[Record]) -> None:
         overlay: dict[bytes, bytes | None] = {}
@@ -65,6 +71,7 @@ class StripeStage:
             return overlay[key] if key in overlay else self.table.get(key)
 
         sent: list[Awaitable[object]] = []
+        asked: set[str] = set()  # keys asked of the Stripe API in this batch: once each
         for record in records:
             event = self._parse(record)
             if event is None:
@@ -81,7 +88,14 @@ class StripeStage:
                     sent.append(await self._dead_letter(record, reason, "failed"))
                     continue
                 if mapped.waits_for is not None:
-                    self._park(current, mapped.waits_for, overlay, get)
+                    needed = mapped.waits_for
+                    if self.lookup is not None and needed not in asked:
+                        asked.add(needed)
+                        found = await self.lookup(needed)
+                        if found is not None:  # mapped first, as if its event had come before
+                            queue[:0] = [found, current]
+                            continue
+                    self._park(current, needed, overlay, get)
                     continue
                 self.metrics.stripe_events.labels("mapped").inc()
                 for skip in mapped.skips:

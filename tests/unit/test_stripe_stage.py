@@ -169,3 +169,50 @@ def test_a_key_reads_did_not_name_is_fetched_rather_than_waited_for(monkeypatch:
     assert not any(k.startswith((PARKED, WAITING)) for k in table.data)
     streamed = replayed([s.value or b"" for s in producer.on("in")])
     assert streamed.accounts[sub.customer].mrr == {"USD": 2 * 9900 * 80 // 100}
+
+
+def test_with_an_api_key_a_coupon_not_seen_is_asked_of_stripe_once_instead_of_waited_for() -> None:
+    """The Stripe API itself is never called in tests: a stand-in answers as StripeLookup does."""
+    sub = Sub([(fixtures.price("price_team", 9900), 2)], version=fixtures.CLOVER)
+    forever = fixtures.coupon("co_team20", percent_off=20.0)
+    found = fixtures.discount(
+        "di_1",
+        forever,
+        customer=sub.customer,
+        subscription=sub.id,
+        start=at(3),
+        end=None,
+        version=sub.version,
+    )
+    asked: list[str] = []
+
+    async def lookup(key: str) -> dict[str, Any] | None:
+        asked.append(key)
+        if key != "coupon:co_team20":
+            return None  # (Stripe's API has no call for a discount: those wait for their event)
+        return {
+            "id": "lookup_coupon",
+            "object": "event",
+            "type": "coupon.created",
+            "created": at(-1),
+            "data": {"object": forever},
+        }
+
+    table, producer = MemoryTable(), MemoryProducer()
+    metrics = Metrics(CollectorRegistry())
+    stage_ = StripeStage(
+        table=table,
+        producer=producer,
+        metrics=metrics,
+        input_topic="in",
+        dlq_topic="dlq",
+        max_record_bytes=10**6,
+        lookup=lookup,
+    )
+    life = [sub.created(), sub.set_discount(at(3), found), sub.set_quantity(at(9), 5)]
+    discount_event = fixtures.event("customer.discount.created", found, at(3), version=sub.version)
+    asyncio.run(stage_.batch(records([*life, discount_event])))
+    assert asked == ["discount:di_1", "coupon:co_team20"]  # each once; the discount came by its event
+    assert not any(k.startswith((PARKED, WAITING)) for k in table.data)
+    streamed = replayed([s.value or b"" for s in producer.on("in")])
+    assert streamed.accounts[sub.customer].mrr == {"USD": 5 * 9900 * 80 // 100}
