@@ -93,8 +93,9 @@ class Metrics:
         )
         self.stripe_events = Counter(
             "mrr_stripe_events",
-            "Stripe events the Stripe agent read, by outcome: mapped (into billing events, or into "
-            "nothing: a renewal), skipped (see mrr_stripe_skipped_total), parked (waiting for a coupon, "
+            "Stripe events the Stripe agent read, by outcome: mapped (into billing events or state, or into "
+            "nothing: a renewal), skipped (nothing but a skip reason: see mrr_stripe_skipped_total, also "
+            "counting parts of mapped events), parked (waiting for a coupon, "
             "discount or price not seen yet), unreadable (not a JSON object) and failed (the mapping "
             "raised): both dead-lettered",
             ["outcome"],
@@ -104,6 +105,13 @@ class Metrics:
             "mrr_stripe_skipped",
             "Stripe events or parts of them the mapping does not carry into MRR, by reason",
             ["reason"],
+            registry=registry,
+        )
+        self.stripe_parked = Gauge(
+            "mrr_stripe_parked_events",
+            "Stripe events waiting in the Stripe table for a coupon, discount or price not seen yet (a "
+            "discount applied before the webhook endpoint existed never comes by event: set "
+            "MRR_STRIPE_API_KEY so that the worker asks Stripe for it)",
             registry=registry,
         )
         self.stripe_billing_events = Counter(

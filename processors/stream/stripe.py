@@ -63,6 +63,7 @@ class StripeStage:
         self.input_topic, self.dlq_topic = input_topic, dlq_topic
         self.max_record_bytes = max_record_bytes
         self.lookup = lookup
+        self.parked: int | None = None  # events parked in the table
 
     async def batch(self, records: Sequence[Record]) -> None:
         overlay: dict[bytes, bytes | None] = {}
@@ -70,6 +71,8 @@ class StripeStage:
         def get(key: bytes) -> bytes | None:
             return overlay[key] if key in overlay else self.table.get(key)
 
+        if self.parked is None:  # (counted once, after the table's recovery; kept up to date below)
+            self.parked = sum(1 for key, _ in self.table.items() if key.startswith(PARKED))
         sent: list[Awaitable[object]] = []
         asked: set[str] = set()  # keys asked of the Stripe API in this batch: once each
         for record in records:
@@ -77,49 +80,71 @@ class StripeStage:
             if event is None:
                 sent.append(await self._dead_letter(record, "not a JSON object"))
                 continue
-            queue: list[dict[str, Any]] = [event]
-            while queue:
-                current = queue.pop(0)
-                try:
-                    mapped = self._map(current, get)
-                except Exception as exc:  # a bug in the mapping must not stop the stream
-                    log.exception("stripe event %s could not be mapped", current.get("id"))
-                    reason = f"could not be mapped: {type(exc).__name__}: {exc}"[:500]
-                    sent.append(await self._dead_letter(record, reason, "failed"))
-                    continue
-                if mapped.waits_for is not None:
-                    needed = mapped.waits_for
-                    if self.lookup is not None and needed not in asked:
-                        asked.add(needed)
-                        found = await self.lookup(needed)
-                        if found is not None:  # mapped first, as if its event had come before
-                            queue[:0] = [found, current]
-                            continue
-                    self._park(current, needed, overlay, get)
-                    continue
-                self.metrics.stripe_events.labels("mapped").inc()
-                for skip in mapped.skips:
-                    self.metrics.stripe_skipped.labels(skip.reason).inc()
-                    log.info("stripe event %s: %s (%s)", skip.stripe_event_id, skip.reason, skip.detail)
-                for billing in mapped.events:
-                    value = to_json(billing).encode()
-                    sent.append(
-                        await self.producer.send(self.input_topic, billing.account_id.encode(), value)
-                    )
-                    self.metrics.stripe_billing_events.inc()
-                for key, text in mapped.writes:
-                    name = key.encode()
-                    overlay[name] = None if text is None else text.encode()
-                    queue += self._unpark(name, overlay, get)
+            saved = dict(overlay)
+            try:
+                billing = await self._record(event, overlay, get, asked)
+            except Exception as exc:  # no record can stop the stream: its state as if it never came
+                overlay.clear()
+                overlay.update(saved)
+                log.exception("stripe record %s could not be mapped", record.source)
+                reason = f"could not be mapped: {type(exc).__name__}: {exc}"[:500]
+                sent.append(await self._dead_letter(record, reason, "failed"))
+                continue
+            for account, line in billing:
+                sent.append(await self.producer.send(self.input_topic, account, line))
+            self.metrics.stripe_billing_events.inc(len(billing))
         await asyncio.gather(*sent)  # the billing events are in the input topic before the state moves on
-        written = [await self.table.write(PARTITION, key, value) for key, value in overlay.items()]
+        # A kill between two writes keeps a prefix of them, which the redelivered batch completes: so the
+        # state the events caused goes first, then the parked events, then the lists of them (an unparked
+        # event's own state is in, and acknowledged, before it leaves the list).
+        order = sorted(
+            overlay.items(), key=lambda kv: 2 if kv[0].startswith(WAITING) else kv[0].startswith(PARKED)
+        )
+        written: list[Awaitable[object]] = []
+        for key, value in order:
+            if key.startswith(PARKED):
+                self.parked += (value is not None) - (self.table.get(key) is not None)
+            written.append(await self.table.write(PARTITION, key, value))
         await asyncio.gather(*written)
+        self.metrics.stripe_parked.set(self.parked)
+
+    async def _record(
+        self, event: dict[str, Any], overlay: dict[bytes, bytes | None], get: Any, asked: set[str]
+    ) -> list[tuple[bytes, bytes]]:
+        """One Stripe record mapped (with the events it lets through): the billing records to send
+        (key, value); its state changes go to `overlay`."""
+        out: list[tuple[bytes, bytes]] = []
+        queue: list[dict[str, Any]] = [event]
+        while queue:
+            current = queue.pop(0)
+            mapped = self._map(current, get)
+            if mapped.waits_for is not None:
+                needed = mapped.waits_for
+                if self.lookup is not None and needed not in asked:
+                    asked.add(needed)
+                    found = await self.lookup(needed, current)
+                    if found is not None:  # mapped first, as if its event had come before
+                        queue[:0] = [found, current]
+                        continue
+                self._park(current, needed, overlay, get)
+                continue
+            outcome = "skipped" if mapped.skips and not mapped.events and not mapped.writes else "mapped"
+            self.metrics.stripe_events.labels(outcome).inc()
+            for skip in mapped.skips:
+                self.metrics.stripe_skipped.labels(skip.reason).inc()
+                log.info("stripe event %s: %s (%s)", skip.stripe_event_id, skip.reason, skip.detail)
+            out += [(b.account_id.encode(), to_json(b).encode()) for b in mapped.events]
+            for key, text in mapped.writes:
+                name = key.encode()
+                overlay[name] = None if text is None else text.encode()
+                queue += self._unpark(name, overlay, get)
+        return out
 
     @staticmethod
     def _parse(record: Record) -> dict[str, Any] | None:
         try:
             event = json.loads(record.value or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nesting deeper than the parser goes)
             return None
         return event if isinstance(event, dict) else None
 

@@ -115,6 +115,7 @@ def test_a_timestamp_inside_the_tolerance_is_taken() -> None:
     ("body", "reason"),
     [
         ("not json", "the body is not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper"),
         ("[1, 2]", "not a Stripe Event object"),
         (json.dumps({**EVENT, "object": "subscription"}), "not a Stripe Event object"),
         (json.dumps({k: v for k, v in EVENT.items() if k != "id"}), "not a Stripe Event object"),

@@ -67,6 +67,8 @@ def create_webhook_app(secret: str, send: Send, tolerance: int, max_bytes: int) 
             event = json.loads(payload)
         except ValueError:
             return _bad("the body is not JSON")
+        except RecursionError:
+            return _bad("the body is nested deeper than JSON is read here")
         if not (
             isinstance(event, dict)
             and event.get("object") == "event"
