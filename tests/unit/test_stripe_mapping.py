@@ -808,6 +808,350 @@ def test_catalog_records_never_depend_on_which_event_said_it() -> None:
     assert writes[0] == writes[1] == writes[2]
 
 
+# -- hostile input: bounded state, valid UTF-8 ----------------------------------------------------------
+
+_KB = 1024
+_MAX_INT = 10**15 - 1  # the largest integer the mapping keeps
+_EMOJI = "\U0001f600"  # 4 bytes in UTF-8
+_CODES = [a + b + c for a in "ABCDEFGHIJ" for b in "ABCDEFGHIJ" for c in "AB"]  # 200 currencies
+
+
+def _quoted(n: int, length: int = 255) -> str:
+    """The n-th id of `length` characters that JSON doubles (`"` and `\\` only): the largest ids kept."""
+    return "".join('"' if (n >> bit) & 1 else "\\" for bit in range(length))
+
+
+def _sizes(mapped: Mapped) -> list[int]:
+    return [len(text.encode()) for _, text in mapped.writes if text is not None]
+
+
+def _skipped(mapped: Mapped) -> list[str]:
+    """The reasons of an event skipped whole: no events, no writes, nothing waited for."""
+    assert mapped.events == () and mapped.writes == () and mapped.waits_for is None
+    for skip in mapped.skips:
+        skip.stripe_event_id.encode()
+        skip.detail.encode()
+    return [s.reason for s in mapped.skips]
+
+
+def _largest_coupon(ident: Any) -> dict[str, Any]:
+    big = coupon(
+        ident(200),
+        amount_off=_MAX_INT,
+        currency="usd",
+        duration="repeating",
+        duration_in_months=1,
+        currency_options=dict.fromkeys(_CODES, _MAX_INT),
+    )
+    big["applies_to"] = {"products": [ident(n) for n in range(100)]}
+    return big
+
+
+def _largest_sub(event_id: str) -> int:
+    """sub:{id} after a deletion and then a creation that schedules 20 discount ends, with this event id."""
+    sub = Sub([(price("price_a", 1000), 1)], version=LEGACY, sub_id="sub_1", customer="cus_1")
+    sub.obj["discounts"] = [
+        discount(
+            f"di_{n}",
+            coupon(f"co_{n}", amount_off=1, currency="usd", duration="repeating", duration_in_months=3),
+            customer="cus_1",
+            subscription="sub_1",
+            start=0,
+            end=at(100 + n),
+            version=LEGACY,
+        )
+        for n in range(20)
+    ]
+    created = dict(sub.created(-_MAX_INT), id=event_id)
+    mapper = Mapper()
+    mapper.feed(sub.delete(at(500)))
+    assert mapper.feed(created).skips == ()
+    stored = json.loads(mapper.state["sub:sub_1"])
+    assert set(stored) == {"hw", "fwd", "ended"} and len(stored["fwd"]) == 20
+    return len(mapper.state["sub:sub_1"].encode())
+
+
+def test_the_largest_state_values_are_within_the_documented_bounds() -> None:
+    """The module docstring's bounds per key, from the largest values the caps allow: ids of 255 bytes that
+    JSON doubles, 15-digit integers, 32-character decimals, every list at its cap."""
+    sizes: dict[str, int] = {}
+    big = _largest_coupon(_quoted)
+    sizes["coupon"] = max(_sizes(map_event(event("coupon.created", big, at(0)), {})))
+    di = discount(
+        _quoted(300), big, customer="cus_1", subscription="sub_1", start=0, end=-_MAX_INT, version=LEGACY
+    )
+    sizes["discount"] = max(_sizes(map_event(event("customer.discount.created", di, at(0)), {})))
+    decimal = "0.00" + "7" * 28  # 28 significant digits, as many as the mapping keeps
+    tiers = [
+        {"up_to": _MAX_INT - n, "unit_amount_decimal": decimal, "flat_amount_decimal": decimal}
+        for n in range(100)
+    ]
+    tiered = price(
+        _quoted(1), None, interval_count=_MAX_INT, tiers=tiers, tiers_mode="graduated", product=_quoted(2)
+    )
+    sizes["price"] = max(_sizes(map_event(event("price.created", tiered, at(0)), {})))
+    # the hw id JSON doubles, or discount-end ids of 128 characters with the most bytes
+    sizes["sub"] = max(_largest_sub(i) for i in (_quoted(3), _EMOJI * 53 + '"' * 43, "e" * 97))
+    bounds = {"coupon": 56 * _KB, "discount": 56 * _KB, "price": 10 * _KB, "sub": 8 * _KB}
+    assert all(sizes[key] < bounds[key] for key in bounds), sizes
+    # plain ids take about half
+    plain = _largest_coupon(lambda n: f"{n:03d}".rjust(255, "a"))
+    assert max(_sizes(map_event(event("coupon.created", plain, at(0)), {}))) < 31 * _KB
+
+
+@pytest.mark.parametrize(
+    ("products", "kept"),
+    [
+        ([f"prod_{n}" + _EMOJI * 2400 for n in range(100)], None),  # 961 KB of emoji: ids too long
+        (["p" * 256], None),
+        ([_EMOJI * 64], None),  # 64 characters, 256 bytes
+        ([_EMOJI * 63, "prod_b"], ["prod_b", _EMOJI * 63]),
+        ([f"prod_{n}" + _EMOJI * 2400 for n in range(101)], []),  # over the cap: restricted, none kept
+    ],
+)
+def test_a_huge_coupon_is_kept_small_or_skipped(products: list[str], kept: list[str] | None) -> None:
+    restricted = coupon("co_huge", percent_off=10.0)
+    restricted["applies_to"] = {"products": products}
+    mapped = map_event(event("coupon.created", restricted, at(0)), {})
+    if kept is None:
+        assert _skipped(mapped) == ["malformed event"]
+        return
+    [(key, value)] = mapped.writes
+    assert key == "coupon:co_huge" and value is not None and len(value.encode()) < 2 * _KB
+    assert json.loads(value)["applies_to"] == (kept or None)
+    assert _EMOJI in value or not kept  # written as UTF-8, not \\u escapes
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"amount_off": 10**15}, "amount out of range"),
+        ({"currency_options": {"eur": {"amount_off": 10**4000}}}, "amount out of range"),
+        ({"currency_options": {"eur": {"amount_off": 10**15}}}, "amount out of range"),
+        (
+            {
+                "currency_options": {
+                    f"{a}{b}{c}": {"amount_off": _MAX_INT}
+                    for a in "abc"
+                    for b in "abc"
+                    for c in "abcdefghijklmnopqrstuvwxyz"
+                }
+            },
+            None,
+        ),
+    ],
+)
+def test_huge_coupon_amounts_are_skipped(changes: dict[str, Any], reason: str | None) -> None:
+    five = dict(coupon("co_five", amount_off=500, currency="usd"), **changes)
+    mapped = map_event(event("coupon.created", five, at(0)), {})
+    if reason is not None:
+        assert _skipped(mapped) == [reason]
+        return
+    [(_, value)] = mapped.writes
+    assert value is not None and len(value.encode()) < 5 * _KB
+    assert len(json.loads(value)["currency_options"]) == 200  # the cap
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"tiers": [tier(10**15, 100), tier(None, 50)]}, "amount out of range"),
+        ({"tiers": [tier(10**4000, 100), tier(None, 50)]}, "amount out of range"),
+        ({"tiers": [tier(5, 10**40), tier(None, 50)]}, "malformed event"),  # beyond 30 digits
+        ({"tiers": [tier(n + 1, 100) for n in range(100)] + [tier(None, 50)]}, "unsupported price"),
+        ({"tiers": [tier(_MAX_INT - n, 10**29, 10**29) for n in range(100)]}, None),
+        ({"product": "prod_" + _EMOJI * 63}, "malformed event"),
+        (
+            {"recurring": {"interval": "day", "interval_count": 10**15, "usage_type": "licensed"}},
+            "amount out of range",
+        ),
+    ],
+)
+def test_huge_prices_are_capped_or_skipped(changes: dict[str, Any], reason: str | None) -> None:
+    tiered = dict(price("price_t", None, tiers=_TIERS, tiers_mode="graduated"), **changes)
+    mapped = map_event(event("price.created", tiered, at(0)), {})
+    if reason is not None:
+        assert _skipped(mapped) == [reason]
+        return
+    [size] = _sizes(mapped)
+    assert size < 10 * _KB
+
+
+def test_huge_transform_quantity_end_and_created_are_skipped() -> None:
+    packs = price("price_pack", 1000, transform_quantity={"divide_by": 10**15, "round": "up"})
+    assert _skipped(map_event(event("price.created", packs, at(0)), {})) == ["amount out of range"]
+    late = discount(
+        "di_1",
+        coupon("co_1", percent_off=5.0),
+        customer="c",
+        subscription="s",
+        start=0,
+        end=10**15,
+        version=LEGACY,
+    )
+    assert _skipped(map_event(event("customer.discount.created", late, at(0)), {})) == ["malformed event"]
+    sub = Sub([(price("price_basic", 2000), 1)])
+    assert _skipped(map_event(sub.created(10**15), {})) == ["malformed event"]
+
+
+def test_an_oversized_record_from_an_earlier_version_is_a_skip_not_a_write() -> None:
+    """Earlier versions kept product ids of any length, \\u-escaped: a discount embedding such a coupon
+    would be over 64 KB, so the event is skipped whole (the final guard)."""
+    products = [f"prod_{n}" + _EMOJI * 2400 for n in range(100)]
+    old = {"id": "co_old", "duration": "forever", "percent_off": "10", "restricted": True}
+    state = {"coupon:co_old": json.dumps(dict(old, applies_to=products))}  # 2.88 MB
+    di = discount(
+        "di_1",
+        coupon("co_old", percent_off=10.0),
+        customer="c",
+        subscription="s",
+        start=0,
+        end=None,
+        version=CLOVER,
+    )
+    mapped = map_event(event("customer.discount.created", di, at(0)), state)
+    assert _skipped(mapped) == ["state too large"]
+    assert "state too large" in SKIP_REASONS
+
+
+def test_sub_state_keeps_only_what_is_read() -> None:
+    """ "kind" and "terms" were written and never read: no longer written, and old values are harmless."""
+    sub = Sub([(price("price_basic", 2000), 1)])
+    created = sub.created()
+    fresh = map_event(created, {})
+    old: dict[str, Any] = {"hw": None, "kind": "paused", "terms": {"items": []}, "fwd": [], "ended": None}
+    again = map_event(created, {f"sub:{sub.id}": json.dumps(old)})
+    assert again == fresh
+    [(_, value)] = fresh.writes
+    assert value is not None and set(json.loads(value)) == {"hw", "fwd", "ended"}
+
+
+def test_a_product_restriction_applies_only_when_applies_to_is_present() -> None:
+    """Webhook events never include `applies_to` (expandable): the coupon counts as unrestricted there.
+    A coupon retrieved with it expanded (the stage's lookup) has its restriction applied."""
+    items: list[tuple[dict[str, Any], int | None]] = [
+        (price("price_a", 1000, product="prod_a"), 1),
+        (price("price_b", 3000, product="prod_b"), 1),
+    ]
+    as_sent = coupon("co_a", percent_off=50.0)  # restricted to prod_a in Stripe: the event does not say so
+    for applies_to, expected in [
+        (None, "50"),
+        ({"products": ["prod_a"]}, "unsupported discount"),
+        ({"products": ["prod_b", "prod_a"]}, "50"),
+    ]:
+        sub = Sub(items, version=CLOVER)
+        sub.obj["discounts"] = ["di_1"]
+        known = as_sent if applies_to is None else dict(as_sent, applies_to=applies_to)
+        di = discount(
+            "di_1", known, customer=sub.customer, subscription=sub.id, start=0, end=None, version=CLOVER
+        )
+        catalog = [event("coupon.created", known, at(-1)), event("customer.discount.created", di, at(0))]
+        mapped, skips = feed([*catalog, sub.created()])
+        if expected == "unsupported discount":
+            assert mapped == [] and [s.reason for s in skips] == [expected]
+        else:
+            [contract] = mapped
+            assert contract.discount is not None and contract.discount.percent_off == expected
+
+
+_LONE = "\ud800"
+
+
+def _with_lone_surrogate(position: str) -> dict[str, Any]:
+    """A Stripe event with a lone surrogate (not UTF-8) in one id, or elsewhere."""
+    if position == "coupon":
+        return event("coupon.created", coupon(f"co_{_LONE}", percent_off=10.0), at(0))
+    if position == "applies_to product":
+        restricted = dict(coupon("co_1", percent_off=10.0), applies_to={"products": [f"prod_{_LONE}"]})
+        return event("coupon.created", restricted, at(0))
+    if position in ("clover coupon", "discount event"):
+        di_id = f"di_{_LONE}" if position == "discount event" else "di_1"
+        co_id = f"co_{_LONE}" if position == "clover coupon" else "co_1"
+        di = discount(
+            di_id,
+            coupon(co_id, percent_off=10.0),
+            customer="c",
+            subscription="s",
+            start=0,
+            end=None,
+            version=CLOVER,
+        )
+        return event("customer.discount.created", di, at(0))
+    plain = price(f"price_{_LONE}" if position == "price" else "price_a", 1000)
+    if position == "product":
+        plain["product"] = f"prod_{_LONE}"
+    sub = Sub(
+        [(plain, 1)],
+        version=LEGACY,
+        sub_id=f"sub_{_LONE}" if position == "subscription" else None,
+        customer=f"cus_{_LONE}" if position == "customer" else None,
+    )
+    if position == "embedded coupon":
+        _with_discount(
+            sub,
+            discount(
+                "di_1",
+                coupon(f"co_{_LONE}", percent_off=5.0),
+                customer=sub.customer,
+                subscription=sub.id,
+                start=0,
+                end=None,
+                version=LEGACY,
+            ),
+        )
+    if position == "discount":
+        sub.obj["discounts"] = [f"di_{_LONE}"]
+    if position == "status":
+        sub.obj["status"] = _LONE
+    if position == "metadata":
+        sub.obj["metadata"] = {_LONE: _LONE}
+    created = sub.created()
+    if position == "event":
+        created["id"] = f"evt_{_LONE}"
+    if position == "type":
+        created["type"] = _LONE
+    return created
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        "event",
+        "subscription",
+        "customer",
+        "price",
+        "product",
+        "coupon",
+        "applies_to product",
+        "embedded coupon",
+        "clover coupon",
+        "discount",
+        "discount event",
+        "status",
+        "type",
+        "metadata",
+    ],
+)
+def test_text_that_is_not_utf8_never_reaches_an_output_or_a_state_key(position: str) -> None:
+    stripe_event = _with_lone_surrogate(position)
+    for key in reads(stripe_event):
+        key.encode()
+    mapped = map_event(stripe_event, {})
+    fed = Mapper().feed(stripe_event)
+    if position == "metadata":  # not read: mapped as usual
+        assert [e.type for e in mapped.events] == ["subscribe"] and fed.events == mapped.events
+    else:
+        reason = "unsupported event type" if position == "type" else "malformed event"
+        assert _skipped(mapped) == _skipped(fed) == [reason]
+    for contract in mapped.events:
+        to_json(contract).encode()
+    for key, text in mapped.writes:
+        key.encode()
+        (text or "").encode()
+    if position == "event":
+        assert mapped.skips[0].stripe_event_id == ""
+
+
 # -- never raises -------------------------------------------------------------------------------------
 
 _json = st.recursive(

@@ -40,6 +40,11 @@ Policies:
   percent_off (up to 4 places), listed before any amount_off; amount_offs add up. Otherwise skipped
   ("unsupported discount"), as are item-level discounts and coupons whose `applies_to` leaves out an item.
   `once` coupons are left out of MRR; `repeating` ones count until their discount's `end`.
+- product-restricted coupons: `applies_to` is expandable in Stripe's API, so webhook events never include
+  it, and a coupon without it counts as unrestricted: a coupon restricted to some products, known from
+  its `coupon.*` event or embedded in a discount, is applied to every item (the events say nothing
+  else). Only a coupon whose `applies_to` is present (retrieved from the API with it expanded, as the
+  stage's lookup does) has its restriction applied as said above.
 - scheduled cancels (`cancel_at`, or `cancel_at_period_end` at the period end): a cancel effective at that
   instant, id "stripe:{sub}:cancel@{instant}:{canceled_at}". Stripe sets `canceled_at` to the time of the
   request that scheduled the cancel, so both the event that sets the schedule and the one that changes or
@@ -64,30 +69,35 @@ Policies:
   Events that change nothing this mapping reads (renewals, repeated notifications) emit nothing and do
   not move the high-water mark.
 
-State keys (JSON values, each bounded, none growing with the subscription's age):
-- "sub:{id}": {"hw": [created, event id], "kind", "terms", "fwd": [[event_id, instant], ...], "ended"}:
-  the high-water mark, its MRR status and normalized terms (at most 100 items of a plan_id <= 128
-  characters, an amount and a quantity: under 25 KB), the discount-end events it scheduled (one per
-  distinct end, capped at 20, Stripe's limit of discounts per subscription: under 3 KB) and the deletion's
-  `ended_at`. Under 30 KB in all.
+State keys (JSON values in UTF-8, each bounded, none growing with the subscription's age). Every id kept
+is at most 255 UTF-8 bytes (longer, or not valid UTF-8, makes the event a "malformed event" skip), every
+integer at most 15 digits (more: "amount out of range"), every decimal at most 32 characters (28
+significant digits); the bounds below are the largest values these allow, in UTF-8 bytes (measured by
+tests/unit/test_stripe_mapping.py with ids made of `"`, which JSON doubles; about half for plain ids):
+- "sub:{id}": {"hw": [created, event id], "fwd": [[event_id, instant], ...], "ended"}: the high-water
+  mark, the discount-end events it scheduled (one per distinct end, capped at 20, Stripe's limit of
+  discounts per subscription; ids of at most 128 characters) and the deletion's `ended_at`: under 8 KB.
+  ("kind" and "terms", written by earlier versions and never read, are dropped.)
 - "coupon:{id}": amounts, currency, duration, per-currency amount_off (capped at 200 currencies) and
-  applies_to products (capped at 100): under 10 KB.
-- "discount:{id}": its coupon (as above) and its end: under 11 KB.
-- "price:{id}": currency, interval, usage, scheme, amounts and tiers (capped at 100 tiers): under 12 KB.
+  applies_to products (capped at 100): under 56 KB.
+- "discount:{id}": its coupon (as above) and its end: under 56 KB.
+- "price:{id}": currency, interval, usage, scheme, amounts and tiers (capped at 100 tiers): under 10 KB.
+A final guard skips ("state too large") any event that would write a value over 64 KB, with no writes
+and no events (possible only from a record written by an earlier version).
 Catalog keys are never deleted: a late subscription event may still need them (a deleted coupon keeps
 applying to the discounts made from it).
 
 Not supported (skipped with a reason, or left out as said): metered prices (usage is not recurring
-revenue), item-level discounts, customer-level discounts (not listed on the subscription), `applies_to`
-when the event does not include it (Stripe does not expand it in events), coupons not in the
-subscription's currency without a `currency_options` entry, several percent_off discounts, prices with
-a custom amount or not recurring, tiers not expanded in a `price.*` event (Stripe includes them only when
-expanded, so a tiered price needs its tiers embedded in the subscription event or a `price.*` event that
-has them), `pause_collection.resumes_at` (the resume comes with Stripe's own event), items lists
-truncated by Stripe (`has_more`), and discount ends scheduled from paused/resumed events alone (without
-the updated event Stripe sends with them). Stripe's `created` has one-second resolution: two changes of
-one subscription within the same second are applied in contract event_id order, which may not be
-Stripe's. A tier's flat amount is not charged at quantity 0.
+revenue), item-level discounts, customer-level discounts (not listed on the subscription), coupons'
+product restrictions when `applies_to` is absent, as in every webhook event (applied to every item, see
+above), coupons not in the subscription's currency without a `currency_options` entry, several
+percent_off discounts, prices with a custom amount or not recurring, tiers not expanded in a `price.*`
+event (Stripe includes them only when expanded, so a tiered price needs its tiers embedded in the
+subscription event or a `price.*` event that has them), `pause_collection.resumes_at` (the resume comes
+with Stripe's own event), items lists truncated by Stripe (`has_more`), and discount ends scheduled from
+paused/resumed events alone (without the updated event Stripe sends with them). Stripe's `created` has
+one-second resolution: two changes of one subscription within the same second are applied in contract
+event_id order, which may not be Stripe's. A tier's flat amount is not charged at quantity 0.
 """
 
 from __future__ import annotations
@@ -141,6 +151,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "unknown price",  # Mapper.finish: waited for a price that never came
     "unknown discount",
     "unknown coupon",
+    "state too large",  # a state value over _MAX_STATE_BYTES (only from state written by older versions)
 )
 
 
@@ -164,7 +175,9 @@ _MAX_FORWARDS = 20
 _MAX_CURRENCY_OPTIONS = 200
 _MAX_PRODUCTS = 100
 _MAX_TIERS = 100
-_MAX_STRIPE_ID = 255  # Stripe's ids are about 30 characters; longer is not Stripe's
+_MAX_STRIPE_ID = 255  # UTF-8 bytes. Stripe's ids are about 30 characters; longer is not Stripe's
+_MAX_INT = 10**15 - 1  # any integer kept: beyond every bound of the contract (15 digits)
+_MAX_STATE_BYTES = 64 * 1024  # any state value, UTF-8: the final guard of map_event
 
 _ALIVE = ("active", "trial")
 _KIND = {
@@ -219,12 +232,31 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _ident(value: object, what: str) -> str:
-    """A Stripe id, or an expanded object's id."""
+def _valid_id(value: object) -> str | None:
+    """A Stripe id, or an expanded object's id: non-empty, no control characters, valid UTF-8 (no lone
+    surrogates) of at most _MAX_STRIPE_ID bytes; else None."""
     if isinstance(value, Mapping):
         value = value.get("id")
     if not isinstance(value, str) or not value or len(value) > _MAX_STRIPE_ID or _CONTROL.search(value):
+        return None
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate
+        return None
+    return value if size <= _MAX_STRIPE_ID else None
+
+
+def _ident(value: object, what: str) -> str:
+    found = _valid_id(value)
+    if found is None:
         raise _malformed(f"{what} has no valid id")
+    return found
+
+
+def _bounded(value: int, what: str) -> int:
+    """An integer kept in state or used as an amount: at most 15 digits."""
+    if abs(value) > _MAX_INT:
+        raise _Skipped("amount out of range", f"{what}: more than 15 digits")
     return value
 
 
@@ -272,7 +304,7 @@ def _fraction(text: object) -> Fraction:
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _loads(text: str | None) -> Mapping[str, Any] | None:
@@ -326,6 +358,7 @@ def _price_record(price: Mapping[str, Any]) -> dict[str, Any]:
     count = _int(recurring.get("interval_count"))
     if interval not in _INTERVALS or count is None or count < 1:
         raise _malformed(f"price {price_id} has no valid recurring interval")
+    _bounded(count, f"price {price_id} interval_count")
     usage = recurring.get("usage_type") or "licensed"
     record: dict[str, Any] = {
         "id": price_id,
@@ -333,7 +366,7 @@ def _price_record(price: Mapping[str, Any]) -> dict[str, Any]:
         "interval": interval,
         "interval_count": count,
         "usage_type": usage,
-        "product": _optional_id(price.get("product")),
+        "product": _optional_id(price.get("product"), f"price {price_id} product"),
     }
     if usage == "metered":
         return record
@@ -354,6 +387,7 @@ def _price_record(price: Mapping[str, Any]) -> dict[str, Any]:
             rounding = transform.get("round")
             if divide_by is None or divide_by < 1 or rounding not in ("up", "down"):
                 raise _malformed(f"price {price_id} has an invalid transform_quantity")
+            _bounded(divide_by, f"price {price_id} transform_quantity")
             record["transform_quantity"] = [divide_by, rounding]
         return record
     if scheme != "tiered":
@@ -378,6 +412,8 @@ def _tiers(price_id: str, tiers: object) -> list[list[Any]]:
         up_to = tier.get("up_to")
         if up_to is not None and (_int(up_to) is None or up_to < 0):
             raise _malformed(f"price {price_id} has a tier with an invalid up_to")
+        if up_to is not None:
+            _bounded(up_to, f"price {price_id} tier up_to")
         amounts = []
         for name in ("unit_amount", "flat_amount"):
             value = tier.get(f"{name}_decimal")
@@ -393,10 +429,8 @@ def _tiers(price_id: str, tiers: object) -> list[list[Any]]:
     return rows
 
 
-def _optional_id(value: object) -> str | None:
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return value if isinstance(value, str) and value and len(value) <= _MAX_STRIPE_ID else None
+def _optional_id(value: object, what: str) -> str | None:
+    return None if value is None else _ident(value, what)
 
 
 def _coupon_record(coupon: Mapping[str, Any]) -> dict[str, Any]:
@@ -414,7 +448,7 @@ def _coupon_record(coupon: Mapping[str, Any]) -> dict[str, Any]:
     elif amount is not None:
         if _int(amount) is None or amount < 0:
             raise _malformed(f"coupon {coupon_id} has an invalid amount_off")
-        record["amount_off"] = amount
+        record["amount_off"] = _bounded(amount, f"coupon {coupon_id} amount_off")
         record["currency"] = _currency(coupon.get("currency"), f"coupon {coupon_id}")
         options = coupon.get("currency_options")
         if isinstance(options, Mapping):
@@ -422,7 +456,7 @@ def _coupon_record(coupon: Mapping[str, Any]) -> dict[str, Any]:
             for code, option in list(options.items())[:_MAX_CURRENCY_OPTIONS]:
                 off = _int(option.get("amount_off")) if isinstance(option, Mapping) else None
                 if isinstance(code, str) and _CURRENCY.fullmatch(code) and off is not None and off >= 0:
-                    kept[code.upper()] = off
+                    kept[code.upper()] = _bounded(off, f"coupon {coupon_id} {code} amount_off")
             record["currency_options"] = kept
     else:
         raise _malformed(f"coupon {coupon_id} has neither percent_off nor amount_off")
@@ -430,7 +464,10 @@ def _coupon_record(coupon: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(applies, Mapping) and isinstance(applies.get("products"), list):
         products = [p for p in applies["products"] if isinstance(p, str)]
         # Over the cap the record says only that some restriction exists: the discount is then skipped.
-        record["applies_to"] = sorted(products) if len(products) <= _MAX_PRODUCTS else None
+        kept_products = None
+        if len(products) <= _MAX_PRODUCTS:
+            kept_products = sorted(_ident(p, f"coupon {coupon_id} applies_to product") for p in products)
+        record["applies_to"] = kept_products
         record["restricted"] = True
     return record
 
@@ -445,7 +482,7 @@ def _discount_record(discount: Mapping[str, Any], state: Mapping[str, str]) -> d
     if isinstance(coupon, Mapping):
         coupon_record = _coupon_record(coupon)
     elif isinstance(coupon, str) and coupon:
-        key = f"coupon:{coupon}"
+        key = f"coupon:{_ident(coupon, f'discount {discount_id} coupon')}"
         stored = _loads(state.get(key))
         if stored is None:
             raise _Waiting(key)
@@ -453,7 +490,7 @@ def _discount_record(discount: Mapping[str, Any], state: Mapping[str, str]) -> d
     else:
         raise _malformed(f"discount {discount_id} names no coupon")
     end = discount.get("end")
-    if end is not None and _int(end) is None:
+    if end is not None and (_int(end) is None or abs(end) > _MAX_INT):
         raise _malformed(f"discount {discount_id} has an invalid end")
     return {"id": discount_id, "coupon": coupon_record, "end": end}
 
@@ -599,12 +636,14 @@ def _needs(view: _View) -> list[str]:
             coupon = entry.get("coupon")
             if coupon is None and isinstance(entry.get("source"), Mapping):
                 coupon = entry["source"].get("coupon")
-            if isinstance(coupon, str):
+            if isinstance(coupon, str) and _valid_id(coupon) is not None:
                 keys.append(f"coupon:{coupon}")
     for item in view.items:
         price = _price_like(item) if isinstance(item.get("price") or item.get("plan"), Mapping) else {}
         if price.get("billing_scheme") == "tiered" and price.get("tiers") is None:
-            keys.append(f"price:{price.get('id')}")
+            price_id = _valid_id(price.get("id"))
+            if price_id is not None:
+                keys.append(f"price:{price_id}")
     return keys
 
 
@@ -929,9 +968,19 @@ class _Event:
 
 
 def _event_id(event: object) -> str:
+    """The event's id for a Skip: "" when it has none that is valid UTF-8."""
     if isinstance(event, Mapping) and isinstance(event.get("id"), str):
-        return str(event["id"])[:_MAX_STRIPE_ID]
+        return _printable(str(event["id"])[:_MAX_STRIPE_ID], "")
     return ""
+
+
+def _printable(text: str, otherwise: str | None = None) -> str:
+    """Text as valid UTF-8: lone surrogates escaped (or `otherwise` when given)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8") if otherwise is None else otherwise
+    return text
 
 
 def _parse(event: Mapping[str, Any]) -> _Event:
@@ -943,7 +992,7 @@ def _parse(event: Mapping[str, Any]) -> _Event:
         raise _Skipped("unsupported event type", kind[:100])
     event_id = _ident(event.get("id"), "event")
     created = _int(event.get("created"))
-    if created is None:
+    if created is None or abs(created) > _MAX_INT:
         raise _malformed(f"event {event_id} has no created time")
     data = _obj(event.get("data"), "event data")
     previous = data.get("previous_attributes")
@@ -971,7 +1020,7 @@ def reads(event: Mapping[str, Any]) -> tuple[str, ...]:
             coupon = parsed.obj.get("coupon")
             if coupon is None and isinstance(parsed.obj.get("source"), Mapping):
                 coupon = parsed.obj["source"].get("coupon")
-            if isinstance(coupon, str):
+            if isinstance(coupon, str) and _valid_id(coupon) is not None:
                 keys = [f"coupon:{coupon}"]
         return tuple(dict.fromkeys(keys))
     except Exception:  # reads() is a hint: a malformed event reads nothing and map_event skips it
@@ -983,22 +1032,34 @@ def map_event(event: Mapping[str, Any], state: Mapping[str, str]) -> Mapped:
     input: anything unexpected/malformed/unsupported is a Skip with a reason."""
     event_id = _event_id(event)
     try:
-        parsed = _parse(event)
-        if parsed.type in _SUB_EVENTS:
-            return _map_subscription(parsed, state)
-        if parsed.type in _COUPON_EVENTS:
-            record = _coupon_record(_typed(parsed, "coupon"))
-            return Mapped(writes=((f"coupon:{record['id']}", _dumps(record)),))
-        if parsed.type in _DISCOUNT_EVENTS:
-            record = _discount_record(_typed(parsed, "discount"), state)
-            return Mapped(writes=((f"discount:{record['id']}", _dumps(record)),))
-        return _map_price(parsed)
+        mapped = _map_any(event, state)
+        # The final guard: no state value over _MAX_STATE_BYTES, whatever the input or the state read
+        # (records written by older versions of this module were not bounded as they are now).
+        for key, text in mapped.writes:
+            size = 0 if text is None else len(text.encode("utf-8"))
+            if size > _MAX_STATE_BYTES:
+                raise _Skipped("state too large", f"{key[:80]}: {size:,} bytes")
+        return mapped
     except _Waiting as waiting:
         return Mapped(waits_for=waiting.key)
     except _Skipped as skipped:
-        return Mapped(skips=(Skip(event_id, skipped.reason, skipped.detail),))
+        return Mapped(skips=(Skip(event_id, skipped.reason, _printable(skipped.detail)),))
     except Exception as exc:  # never raise: whatever the payload, it is a skip
-        return Mapped(skips=(Skip(event_id, "malformed event", f"{type(exc).__name__}: {exc}"[:200]),))
+        detail = _printable(f"{type(exc).__name__}: {exc}"[:200])
+        return Mapped(skips=(Skip(event_id, "malformed event", detail),))
+
+
+def _map_any(event: Mapping[str, Any], state: Mapping[str, str]) -> Mapped:
+    parsed = _parse(event)
+    if parsed.type in _SUB_EVENTS:
+        return _map_subscription(parsed, state)
+    if parsed.type in _COUPON_EVENTS:
+        record = _coupon_record(_typed(parsed, "coupon"))
+        return Mapped(writes=((f"coupon:{record['id']}", _dumps(record)),))
+    if parsed.type in _DISCOUNT_EVENTS:
+        record = _discount_record(_typed(parsed, "discount"), state)
+        return Mapped(writes=((f"discount:{record['id']}", _dumps(record)),))
+    return _map_price(parsed)
 
 
 def _typed(parsed: _Event, kind: str) -> Mapping[str, Any]:
@@ -1141,14 +1202,13 @@ class _SubState:
     """What "sub:{id}" holds (see the module docstring)."""
 
     mark: tuple[int, str] | None = None  # high-water mark: (created, Stripe event id)
-    kind: str | None = None
-    terms: Mapping[str, Any] | None = None
     forwards: tuple[tuple[str, int], ...] = ()  # discount-end events the mark scheduled: (id, instant)
     ended: int | None = None  # the deletion's ended_at
 
     @classmethod
     def load(cls, text: str | None) -> _SubState:
         # Unreadable state counts as none: the worst it does is leave earlier discount-ends unwithdrawn.
+        # ("kind" and "terms", written by earlier versions and never read, are dropped.)
         stored = _loads(text) or {}
         mark = stored.get("hw")
         if not (isinstance(mark, list) and len(mark) == 2 and _int(mark[0]) is not None):
@@ -1157,8 +1217,6 @@ class _SubState:
         forwards: list[Any] = listed if isinstance(listed, list) else []
         return cls(
             mark=(mark[0], str(mark[1])) if mark else None,
-            kind=stored.get("kind") if isinstance(stored.get("kind"), str) else None,
-            terms=stored.get("terms") if isinstance(stored.get("terms"), Mapping) else None,
             forwards=tuple(
                 (f[0], f[1])
                 for f in forwards
@@ -1171,8 +1229,6 @@ class _SubState:
         return _dumps(
             {
                 "hw": None if self.mark is None else list(self.mark),
-                "kind": self.kind,
-                "terms": self.terms,
                 "fwd": [list(f) for f in self.forwards],
                 "ended": self.ended,
             }
@@ -1203,7 +1259,7 @@ def _high_water(
                 out.void(f"{target}:void", target, instant)
             else:
                 kept.append((target, instant))
-        updated = _SubState(stored.mark, stored.kind, stored.terms, tuple(kept), ended)
+        updated = _SubState(stored.mark, tuple(kept), ended)
         return () if updated == stored else ((key, updated.dumps()),)
     mark = (parsed.created, parsed.id)
     if not capable or (stored.mark is not None and mark <= stored.mark):
@@ -1222,8 +1278,7 @@ def _high_water(
             event_id = _cid(f"{PREFIX}{parsed.id}:discount-end@{end}")
             out.add(event_id, "change", end, _terms(res_after, end))
             forwards.append((event_id, end))
-    terms = _terms(res_after, at) if res_after is not None else None
-    updated = _SubState(mark, after.kind, terms, tuple(forwards), stored.ended)
+    updated = _SubState(mark, tuple(forwards), stored.ended)
     return ((key, updated.dumps()),)
 
 
