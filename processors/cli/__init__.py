@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from processors.cli import (
     api_cmd,
@@ -22,8 +23,16 @@ from processors.cli import (
 )
 
 
+def _version() -> str:
+    try:
+        return metadata.version("mrr-stream")
+    except metadata.PackageNotFoundError:  # (run from a checkout that was never installed)
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrr-stream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mrr-stream {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (
         demo_cmd,
@@ -43,9 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mistake(exc: BaseException) -> tuple[str, int] | None:
+    """An ordinary mistake's one line and exit status (2: what was asked cannot be done as asked; 1: a
+    server it needs is not there), or None: a bug, whose traceback is worth having."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+    from pydantic import ValidationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+
+    if isinstance(exc, ValidationError):  # the settings object, from MRR_* variables
+        first = exc.errors()[0]
+        name = "MRR_" + "_".join(str(part) for part in first["loc"]).upper()
+        return f"setting {name}: {first['msg']} (got {first.get('input')!r})", 2
+    if isinstance(exc, (RedisConnectionError, RedisError)):
+        return f"Redis is not reachable: {exc}", 1
+    if isinstance(exc, (KafkaConnectionError, KafkaError)):
+        return f"Kafka is not reachable: {exc}", 1
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}", 2
+    if isinstance(exc, ConnectionError):
+        return f"a server is not reachable: {exc}", 1
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # (the reader went away, as `| head` does: nothing more to say)
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        found = _mistake(exc)
+        if found is None:
+            raise
+        line, code = found
+        print(f"mrr-stream {args.command}: {line}", file=sys.stderr)
     return code
 
 

@@ -1,4 +1,5 @@
-"""`mrr-stream servers start|stop|status [NAME...]`: the local Kafka, Redis and Prometheus."""
+"""`mrr-stream servers start|stop|status [NAME...]`: the local Kafka, Redis and Prometheus (and the
+worker and API, by name)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ from typing import Any
 
 from processors.servers import NAMES, ServerError, servers
 
+APPS = ("worker", "api")  # this project's own processes, with the settings of the environment
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("servers", help="install, start, check and stop local Kafka, Redis and Prometheus")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument(
-        "names", nargs="*", choices=(*NAMES, []), metavar="NAME", help=f"any of {', '.join(NAMES)}"
+        "names",
+        nargs="*",
+        choices=(*NAMES, *APPS, []),
+        metavar="NAME",
+        help=f"any of {', '.join((*NAMES, *APPS))} (default: {', '.join(NAMES)}; stop and status also "
+        "the worker and API the demo left running)",
     )
     p.set_defaults(run=run)
 
@@ -22,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     known = servers()
     names = args.names or list(NAMES)
     if args.action != "start" and not args.names:
-        names += [name for name in ("worker", "api") if known[name].pid() is not None]
+        names += [name for name in APPS if known[name].pid() is not None]
     if args.action == "stop":
         names = list(reversed(names))
     failed = False
