@@ -77,6 +77,23 @@ def same(a: ReplayOutcome, b: ReplayOutcome) -> None:
     assert not a.rejects and not b.rejects
 
 
+def team_with_a_forever_coupon() -> tuple[Sub, dict[str, Any], dict[str, Any]]:
+    """API version clover: two seats at 99.00, and a 20% forever coupon's discount from day 3, which the
+    subscription names by id (and the discount its coupon by id)."""
+    sub = Sub([(fixtures.price("price_team", 9900), 2)], version=fixtures.CLOVER)
+    forever = fixtures.coupon("co_team20", percent_off=20.0)
+    found = fixtures.discount(
+        "di_1",
+        forever,
+        customer=sub.customer,
+        subscription=sub.id,
+        start=at(3),
+        end=None,
+        version=sub.version,
+    )
+    return sub, forever, found
+
+
 HISTORY = stripe_history(25, 10, 4, parse_month("2025-03"))
 
 
@@ -108,17 +125,7 @@ def test_any_order_duplicates_batches_and_crashes_replay_as_the_import(seed: int
 def test_an_event_waiting_for_its_discount_and_coupon_is_parked_then_mapped_when_they_come() -> None:
     """API version clover: the subscription names its discount by id, the discount its coupon by id; here
     the subscription's events come first, then the discount's, then the coupon's."""
-    sub = Sub([(fixtures.price("price_team", 9900), 2)], version=fixtures.CLOVER)
-    forever = fixtures.coupon("co_team20", percent_off=20.0)
-    found = fixtures.discount(
-        "di_1",
-        forever,
-        customer=sub.customer,
-        subscription=sub.id,
-        start=at(3),
-        end=None,
-        version=sub.version,
-    )
+    sub, forever, found = team_with_a_forever_coupon()
     life = [sub.created(), sub.set_discount(at(3), found), sub.set_quantity(at(9), 5)]
     catalog = [
         fixtures.event("customer.discount.created", found, at(3), version=sub.version),
@@ -147,17 +154,7 @@ def test_a_record_that_is_not_an_event_object_is_a_dead_letter_and_the_rest_goes
 
 
 def test_a_key_reads_did_not_name_is_fetched_rather_than_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    sub = Sub([(fixtures.price("price_team", 9900), 2)], version=fixtures.CLOVER)
-    forever = fixtures.coupon("co_team20", percent_off=20.0)
-    found = fixtures.discount(
-        "di_1",
-        forever,
-        customer=sub.customer,
-        subscription=sub.id,
-        start=at(3),
-        end=None,
-        version=sub.version,
-    )
+    sub, forever, found = team_with_a_forever_coupon()
     catalog = [
         fixtures.event("coupon.created", forever, at(-1), version=sub.version),
         fixtures.event("customer.discount.created", found, at(3), version=sub.version),
@@ -174,17 +171,7 @@ def test_a_key_reads_did_not_name_is_fetched_rather_than_waited_for(monkeypatch:
 
 def test_with_an_api_key_a_coupon_not_seen_is_asked_of_stripe_once_instead_of_waited_for() -> None:
     """The Stripe API itself is never called in tests: a stand-in answers as StripeLookup does."""
-    sub = Sub([(fixtures.price("price_team", 9900), 2)], version=fixtures.CLOVER)
-    forever = fixtures.coupon("co_team20", percent_off=20.0)
-    found = fixtures.discount(
-        "di_1",
-        forever,
-        customer=sub.customer,
-        subscription=sub.id,
-        start=at(3),
-        end=None,
-        version=sub.version,
-    )
+    sub, forever, found = team_with_a_forever_coupon()
     asked: list[str] = []
 
     async def lookup(key: str, waiting: Mapping[str, Any]) -> dict[str, Any] | None:
