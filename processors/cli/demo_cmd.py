@@ -79,15 +79,11 @@ async def _reset_redis(settings: Settings) -> None:
 def stripe_demo(source: Path, billing: Path, customers: int, months: int, seed: int) -> list[str]:
     """A Stripe history as its webhooks would arrive (shuffled, 5% resent), and its import."""
     import json
-    import random
 
-    from processors.sources.stripe.generate import stripe_history
+    from processors.sources.stripe.generate import as_delivered, stripe_history
     from processors.sources.stripe.mapping import Mapper, to_json
 
-    events = stripe_history(customers, months, seed, parse_month("2025-01"))
-    rng = random.Random(seed)
-    events += [e for e in events if rng.random() < 0.05]
-    rng.shuffle(events)
+    events = as_delivered(stripe_history(customers, months, seed, parse_month("2025-01")), seed, 0.05)
     mapper = Mapper()
     lines = [json.dumps(e, separators=(",", ":")) for e in events]
     source.write_text("\n".join(lines) + "\n")

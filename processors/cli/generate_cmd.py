@@ -33,11 +33,22 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+def write_lines(output: str | None, lines: list[str]) -> None:
+    """One line each, to the file `output` or to standard output."""
+    out = open(output, "w") if output else sys.stdout  # noqa: SIM115
+    try:
+        for line in lines:
+            out.write(line)
+            out.write("\n")
+    finally:
+        if output:
+            out.close()
+
+
 def run_stripe(args: argparse.Namespace) -> int:
     import json
-    import random
 
-    from processors.sources.stripe.generate import stripe_history
+    from processors.sources.stripe.generate import as_delivered, stripe_history
 
     if args.late or args.bad:
         print("mrr-stream generate: --late and --bad apply to --format billing only", file=sys.stderr)
@@ -47,18 +58,8 @@ def run_stripe(args: argparse.Namespace) -> int:
         for e in stripe_history(args.accounts, args.months, args.seed, args.start)
     ]
     count = len(lines)
-    rng = random.Random(args.seed)
-    lines += [line for line in lines if rng.random() < args.duplicates]  # Stripe resends some
-    if args.shuffle:  # Stripe does not promise order
-        rng.shuffle(lines)
-    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        for line in lines:
-            out.write(line)
-            out.write("\n")
-    finally:
-        if args.output:
-            out.close()
+    lines = as_delivered(lines, args.seed, args.duplicates, args.shuffle)
+    write_lines(args.output, lines)
     print(f"{count:,} Stripe events, {len(lines):,} lines", file=sys.stderr)
     return 0
 
@@ -76,13 +77,6 @@ def run(args: argparse.Namespace) -> int:
         late_days=args.late_days,
         bad=args.bad,
     )
-    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        for line in lines:
-            out.write(line)
-            out.write("\n")
-    finally:
-        if args.output:
-            out.close()
+    write_lines(args.output, lines)
     print(f"{len(events):,} events, {len(lines):,} lines", file=sys.stderr)
     return 0

@@ -5,7 +5,6 @@ stripe import` of the same events piped into `mrr-stream replay`."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import urllib.error
@@ -17,7 +16,7 @@ import stripe
 from processors import clock
 from processors.generate import parse_month
 from processors.replay import replay
-from processors.sources.stripe.generate import stripe_history
+from processors.sources.stripe.generate import as_delivered, stripe_history
 from tests.e2e.harness import Stream, free_port, status_and_replay_json, webhook_process
 
 SECRET = "whsec_e2e_5f1d0c9b7a3e4d2c"
@@ -37,10 +36,7 @@ def post(url: str, body: bytes, secret: str = SECRET) -> int:
 
 def test_signed_webhooks_through_the_stream_equal_the_import_replayed(stream: Stream, tmp_path: Path) -> None:
     events = stripe_history(60, 12, 12, parse_month("2025-06"))
-    rng = random.Random(12)
-    bodies = [json.dumps(e).encode() for e in events]
-    bodies += [b for b in bodies if rng.random() < 0.05]  # Stripe resends some
-    rng.shuffle(bodies)  # and promises no order
+    bodies = as_delivered([json.dumps(e).encode() for e in events], 12, 0.05)  # some resent, in no order
     path = tmp_path / "stripe.jsonl"
     path.write_bytes(b"\n".join(bodies) + b"\n")
     billing = tmp_path / "billing.jsonl"

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 API_VERSION = "2024-06-20"
 DAY = 86_400
@@ -311,3 +314,13 @@ class StripeHistory:
 
 def stripe_history(customers: int, months: int, seed: int, start: datetime) -> list[dict[str, Any]]:
     return StripeHistory(customers, months, seed, start).events()
+
+
+def as_delivered(events: Sequence[T], seed: int, resent: float, shuffle: bool = True) -> list[T]:
+    """Events as Stripe's webhooks deliver them, reproducibly: a share `resent` sent twice (Stripe
+    promises no single delivery) and, with `shuffle`, in no order (nor does it promise order)."""
+    rng = random.Random(seed)
+    out = [*events, *(e for e in events if rng.random() < resent)]
+    if shuffle:
+        rng.shuffle(out)
+    return out
