@@ -291,7 +291,7 @@ def run_store(store: str, lines: list[bytes], tmp: Path, run: str, console: Cons
     env = {
         **os.environ,
         "MRR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "MRR_REDIS_URL": settings.redis_url,
+        "MRR_REDIS_URL": settings.redis_url.get_secret_value(),
         "MRR_REDIS_PREFIX": settings.redis_prefix,
         "MRR_APP_ID": settings.app_id,
         "MRR_INPUT_TOPIC": settings.input_topic,
@@ -349,7 +349,7 @@ def run_store(store: str, lines: list[bytes], tmp: Path, run: str, console: Cons
             def probe_seen() -> bool:
                 if result.ready_cpu_s is None and worker.logged(READY) is not None:
                     result.ready_cpu_s = worker.cpu_seconds()
-                return asyncio.run(redis_has(settings.redis_url, probe_key))
+                return asyncio.run(redis_has(settings.redis_url.get_secret_value(), probe_key))
 
             wait_for(f"{store}: the new event in Redis after the restart", probe_seen, worker, every=0.02)
             result.first_event_s = time.time() - worker.started_at
@@ -371,7 +371,7 @@ def run_store(store: str, lines: list[bytes], tmp: Path, run: str, console: Cons
             result.restart_stop_by = how
             result.log_errors += [line for line in worker.lines() if "ERROR" in line]
         try:
-            asyncio.run(clean_redis(settings.redis_url, settings.redis_prefix))
+            asyncio.run(clean_redis(settings.redis_url.get_secret_value(), settings.redis_prefix))
         except Exception as e:  # the figures are still worth printing
             console.print(f"could not delete the Redis keys {settings.redis_prefix}*: {e!r}")
     return result

@@ -162,7 +162,7 @@ async def clean(view: RedisView) -> int:
 
 async def feed(run: Run, lines: Sequence[bytes], settings: Settings, prefix: str, progress: Progress) -> None:
     table, pending, producer = MemoryTable(), MemoryTable(), MemoryProducer()
-    view = RedisView(settings.redis_url, prefix)
+    view = RedisView(settings.redis_url.get_secret_value(), prefix)
     stage = FoldStage(
         table=table,
         pending=pending,

@@ -57,6 +57,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from common import clean_redis, free_port, progress_bar
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -329,7 +330,7 @@ async def latency(settings: Settings, rate: float, seconds: float, tag: str) -> 
     waiting account of each partition, and while all it asked about were there, about the next
     WATCH_CHUNK of those partitions at once."""
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=0)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
     await producer.start()
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -444,7 +445,7 @@ def bench(args: argparse.Namespace, run: str, tmp: Path, console: Console) -> di
     env = {
         **os.environ,
         **{
-            f"MRR_{k.upper()}": str(v)
+            f"MRR_{k.upper()}": str(v.get_secret_value() if isinstance(v, SecretStr) else v)
             for k, v in settings.model_dump().items()
             if k
             in (
@@ -662,7 +663,7 @@ def main() -> int:
         r = bench(args, run, tmp, console)
     finally:
         try:
-            asyncio.run(clean_redis(Settings().redis_url, f"{run}:"))
+            asyncio.run(clean_redis(Settings().redis_url.get_secret_value(), f"{run}:"))
         except Exception as e:  # the figures are still worth printing
             console.print(f"could not delete the Redis keys {run}:*: {e!r}")
         if args.keep:

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     )
 
     # Redis and Prometheus
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:16379/0"),
+        description="redis://[user:password@]host:port/db (rediss:// for TLS); a secret, never printed",
+    )
     redis_prefix: str = Field(default="mrr:", description="every key the stream writes starts with this")
     prometheus_url: str = "http://127.0.0.1:19090"
     metrics_port: int = 9108
@@ -83,6 +86,14 @@ class Settings(BaseSettings):
     )
     api_port: int = 8080
     api_addr: str = Field(default="127.0.0.1", description="address the API and page listen on")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="bearer tokens the API and page require, comma-separated (several, so one can be "
+        "rotated); none: open to anyone who reaches the address",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token the worker's and the API's /metrics require; none: open"
+    )
 
     # Local servers started by `mrr-stream servers start` (development, CI and the demo)
     local_dir: Path = Field(default_factory=lambda: _project_root() / ".local", description="servers' data")
@@ -93,4 +104,8 @@ class Settings(BaseSettings):
     local_redis_port: int = 16379
     local_redis_persist: bool = False
     local_prometheus_port: int = 19090
+    local_alertmanager_port: int = 19094
+    alert_webhook_url: str | None = Field(
+        default=None, description="where the local Alertmanager's webhook receiver posts notifications"
+    )
     kafka_version: str = "4.1.1"

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from processors import clock
 from processors.api.openapi import openapi
+from processors.auth import CHALLENGE, authorized, tokens
 from processors.core.aggregates import period_months, rollup
 from processors.core.scheduled import MAX_DAYS, scheduled_changes
 from processors.settings import Settings
@@ -39,6 +40,8 @@ CURSOR = re.compile(r"[0-9]{1,17}", re.ASCII)
 DEFAULT_DAYS = 30  # the scheduled changes' window by default
 DAY_US = 86_400_000_000
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
+TOKENS: web.AppKey[tuple[bytes, ...]] = web.AppKey("tokens", tuple)
+METRICS_TOKENS: web.AppKey[tuple[bytes, ...]] = web.AppKey("metrics_tokens", tuple)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 REQUESTS: web.AppKey[Counter] = web.AppKey("requests", Counter)
 STATIC = resources.files("processors.api") / "static"
@@ -137,6 +140,35 @@ async def errors(
     if isinstance(response, web.HTTPException):
         raise response
     return response
+
+
+@web.middleware
+async def bearer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The revenue data (everything under /api/) needs MRR_API_TOKEN and /metrics MRR_METRICS_TOKEN, when
+    configured. The page, its scripts and the API's description hold no revenue data and stay open: the
+    page can ask for the token, and a health check needs none."""
+    if request.path == "/api/openapi.json":  # the description of the API, no revenue in it
+        return await handler(request)
+    if request.path.startswith("/api/"):
+        allowed, setting = request.app[TOKENS], "MRR_API_TOKEN"
+    elif request.path == "/metrics":
+        allowed, setting = request.app[METRICS_TOKENS], "MRR_METRICS_TOKEN"
+    else:
+        return await handler(request)
+    if not authorized(request.headers.get("Authorization"), allowed):
+        raise web.HTTPUnauthorized(
+            text=json.dumps(
+                {
+                    "error": f"authorization: a bearer token is required (one of {setting})",
+                    "parameter": "authorization",
+                }
+            ),
+            content_type="application/json",
+            headers={"WWW-Authenticate": CHALLENGE},
+        )
+    return await handler(request)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -290,7 +322,9 @@ async def not_found(_: web.Request) -> web.Response:
 
 
 def create_api(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors])
+    app = web.Application(middlewares=[errors, bearer])
+    app[TOKENS] = tokens(settings.api_token)
+    app[METRICS_TOKENS] = tokens(settings.metrics_token)
     app[REGISTRY] = CollectorRegistry()
     app[REQUESTS] = Counter(
         "mrr_api_requests_total",
@@ -300,7 +334,7 @@ def create_api(settings: Settings) -> web.Application:
     )
 
     async def open_view(app: web.Application) -> Any:
-        app[VIEW] = RedisView(settings.redis_url, settings.redis_prefix)
+        app[VIEW] = RedisView(settings.redis_url.get_secret_value(), settings.redis_prefix)
         yield
         await app[VIEW].close()
 

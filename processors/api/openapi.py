@@ -44,7 +44,21 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+_UNAUTHORIZED = _error(
+    "A bearer token is required (the API runs with MRR_API_TOKEN) and none or a wrong one came"
+)
+
+
 def openapi() -> dict[str, Any]:
+    """Every path needs the bearer token when the API is configured with one; this description is open."""
+    document = _document()
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"]["401"] = _UNAUTHORIZED
+    return document
+
+
+def _document() -> dict[str, Any]:
     months = {"type": "array", "items": _ref("MonthlyAggregate")}
     period = {
         "type": "object",
@@ -241,6 +255,15 @@ def openapi() -> dict[str, Any]:
                 "MovementRecord": _schema(MovementRecord),
                 "ScheduledTotal": _schema(ScheduledTotal),
                 "ScheduledChanges": _schema(ScheduledChanges),
-            }
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "one of the tokens in MRR_API_TOKEN; not needed when it is not set",
+                }
+            },
         },
+        # the empty alternative: a deployment without MRR_API_TOKEN needs no credentials
+        "security": [{"bearer": []}, {}],
     }

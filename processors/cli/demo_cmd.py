@@ -59,7 +59,7 @@ def demo_settings(base: Settings, run_id: str) -> tuple[Settings, dict[str, str]
     env = {f"MRR_{k.upper()}": str(v) for k, v in names.items()}
     env |= {
         "MRR_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "MRR_REDIS_URL": settings.redis_url,
+        "MRR_REDIS_URL": settings.redis_url.get_secret_value(),
         "MRR_REDIS_PREFIX": settings.redis_prefix,
         "MRR_METRICS_PORT": str(settings.metrics_port),
     }
@@ -67,7 +67,7 @@ def demo_settings(base: Settings, run_id: str) -> tuple[Settings, dict[str, str]
 
 
 async def _reset_redis(settings: Settings) -> None:
-    view = RedisView(settings.redis_url, settings.redis_prefix)
+    view = RedisView(settings.redis_url.get_secret_value(), settings.redis_prefix)
     try:
         keys = [k async for k in view.client.scan_iter(f"{settings.redis_prefix}*")]
         for i in range(0, len(keys), 500):
@@ -188,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
     rejected = -1
     with console.status("waiting for the worker to catch up") as status:
         while time.monotonic() < deadline:
-            streamed, rejected = asyncio.run(read_months(settings.redis_url, settings.redis_prefix))
+            streamed, rejected = asyncio.run(
+                read_months(settings.redis_url.get_secret_value(), settings.redis_prefix)
+            )
             if streamed == replayed.months and rejected == len(replayed.rejects):
                 break
             status.update(

@@ -53,7 +53,7 @@ def load(args: argparse.Namespace) -> list[MonthlyAggregate]:
     from processors.sinks.redis_view import read_months
 
     settings = Settings()
-    return asyncio.run(read_months(settings.redis_url, settings.redis_prefix))[0]
+    return asyncio.run(read_months(settings.redis_url.get_secret_value(), settings.redis_prefix))[0]
 
 
 def chart(period: PeriodAggregate, trend: list[MonthlyAggregate], title: str, path: Path) -> None:

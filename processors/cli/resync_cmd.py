@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 
 
 async def resync(settings: Settings, wait: float) -> tuple[int, bool]:
-    view = RedisView(settings.redis_url, settings.redis_prefix)
+    view = RedisView(settings.redis_url.get_secret_value(), settings.redis_prefix)
     try:
         deleted = await view.clear()
         deadline = time.monotonic() + wait

@@ -118,7 +118,7 @@ async def _read_redis(settings: Settings, until: int, currency: str | None) -> l
     from processors.sinks.redis_view import RedisView
 
     try:
-        view = RedisView(settings.redis_url, settings.redis_prefix)
+        view = RedisView(settings.redis_url.get_secret_value(), settings.redis_prefix)
     except ValueError as exc:  # a URL redis-py cannot read
         raise Mistake(f"MRR_REDIS_URL: {exc}") from None
     try:

@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings()
-    months, rejected = asyncio.run(read_months(settings.redis_url, settings.redis_prefix))
+    months, rejected = asyncio.run(read_months(settings.redis_url.get_secret_value(), settings.redis_prefix))
     if args.format == "json":
         print(render.to_json(months, rejected))
     elif args.format == "csv":

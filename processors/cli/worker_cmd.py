@@ -6,8 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from prometheus_client import start_http_server
-
+from processors.auth import serve_metrics
 from processors.settings import Settings
 
 
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     input_partitions = asyncio.run(ensure_topics(settings, internal=True))
     metrics = Metrics()
-    start_http_server(settings.metrics_port, addr=settings.metrics_addr)
+    serve_metrics(settings.metrics_addr, settings.metrics_port, settings.metrics_token)
     app = create_app(settings, metrics, input_partitions)
 
     class Worker(faust.Worker):

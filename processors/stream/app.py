@@ -198,7 +198,7 @@ def create_app(
     }
     accounts = FaustTable(app, app.Table("accounts", default=None, **table_options))
     pending = FaustTable(app, app.Table("redis-pending", default=None, **table_options))
-    view = RedisView(settings.redis_url, settings.redis_prefix)
+    view = RedisView(settings.redis_url.get_secret_value(), settings.redis_prefix)
     fold_stage = FoldStage(
         table=accounts,
         pending=pending,

@@ -10,6 +10,7 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import SecretStr
 
 from processors.settings import Settings
 
@@ -41,9 +42,13 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options.update(
             sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
             sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
+            sasl_plain_password=_secret(settings.kafka_sasl_password),
         )
     return options
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 def faust_broker(settings: Settings) -> tuple[str, Any]:
@@ -54,7 +59,7 @@ def faust_broker(settings: Settings) -> tuple[str, Any]:
     if settings.kafka_security_protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password,
+            password=_secret(settings.kafka_sasl_password),
             mechanism=settings.kafka_sasl_mechanism or "PLAIN",
             ssl_context=context,
         )

@@ -80,10 +80,16 @@ class Stream:
 
     def env(self, metrics_port: int) -> dict[str, str]:
         s = self.settings
+        secrets = {
+            f"MRR_{name.upper()}": value.get_secret_value()
+            for name in ("api_token", "metrics_token")
+            if (value := getattr(s, name)) is not None
+        }
         return {
+            **secrets,
             **os.environ,
             "MRR_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "MRR_REDIS_URL": s.redis_url,
+            "MRR_REDIS_URL": s.redis_url.get_secret_value(),
             "MRR_REDIS_PREFIX": s.redis_prefix,
             "MRR_APP_ID": s.app_id,
             "MRR_INPUT_TOPIC": s.input_topic,
@@ -119,7 +125,9 @@ class Stream:
         seen = -1
         while time.monotonic() < deadline:
             while_waiting()
-            months, seen = asyncio.run(read_months(self.settings.redis_url, self.settings.redis_prefix))
+            months, seen = asyncio.run(
+                read_months(self.settings.redis_url.get_secret_value(), self.settings.redis_prefix)
+            )
             if months == expected and seen == rejected:
                 return
             time.sleep(1)
@@ -211,12 +219,12 @@ def dead_letters(settings: Settings) -> dict[str, tuple[bytes, dict[str, bytes]]
     return out
 
 
-def wait_for_metrics(port: int, timeout: float = 60) -> None:
+def wait_for_metrics(port: int, timeout: float = 60, token: str | None = None) -> None:
     """Until a worker's /metrics answers (a loaded machine can take a while to start one)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            scrape(port)
+            scrape(port, token)
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -224,8 +232,11 @@ def wait_for_metrics(port: int, timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def scrape(port: int, token: str | None = None) -> dict[str, float]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     samples: dict[str, float] = {}
     for line in text.splitlines():
@@ -247,16 +258,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_process(stream: Stream) -> Iterator[str]:
-    """The read API on a free port, from the stream's Redis: yields its base URL once it answers."""
+def api_process(stream: Stream, log: Path | None = None, **env_extra: str) -> Iterator[str]:
+    """The read API on a free port, from the stream's Redis: yields its base URL once it answers.
+    `env_extra` overrides the environment (MRR_REDIS_URL=... for another Redis user)."""
     port = free_port()
-    env = {**stream.env(free_port()), "MRR_API_PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    env = {**stream.env(free_port()), "MRR_API_PORT": str(port), **env_extra}
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("ab")) if log is not None else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "processors.cli", "api"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

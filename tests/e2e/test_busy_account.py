@@ -55,7 +55,7 @@ def test_a_busy_account_equals_the_replay_and_every_stored_value_stays_small(
     print(f"largest changelog values: {largest}")
     assert 0 < largest["accounts"] <= BOUND and largest["redis-pending"] <= BOUND
 
-    client = redis.Redis.from_url(stream.settings.redis_url)
+    client = redis.Redis.from_url(stream.settings.redis_url.get_secret_value())
     prefix = stream.settings.redis_prefix
     chunks = [k for k in client.scan_iter(f"{prefix}moves:busy-1:*", count=1000)]
     assert len(chunks) > 36, "the busy account's movements are kept per chunk, not as one string"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from pydantic import SecretStr
 
 from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
@@ -50,7 +51,9 @@ def start_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
 def test_worker_outlives_a_redis_outage_and_catches_up(stream: Stream, tmp_path: Path) -> None:
     port = free_port()
-    stream.settings = stream.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    stream.settings = stream.settings.model_copy(
+        update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0")}
+    )
     redis = start_redis(tmp_path, port)
     events = HistoryGenerator(1500, 12, 31, parse_month("2025-01")).events()
     path = tmp_path / "h.jsonl"
@@ -91,7 +94,9 @@ def test_a_redis_restarted_empty_is_rebuilt_without_restarting_the_worker(
     """No persistence: Redis comes back empty mid-stream. The worker notices the view is gone and
     rebuilds it from its tables; then a FLUSHDB while idle, and `mrr-stream resync`, the same."""
     port = free_port()
-    stream.settings = stream.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    stream.settings = stream.settings.model_copy(
+        update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0")}
+    )
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     redis = start_redis(tmp_path / "first", port)
@@ -117,7 +122,7 @@ def test_a_redis_restarted_empty_is_rebuilt_without_restarting_the_worker(
         print(f"view equal to the replay {time.monotonic() - started:.1f} s after the last produce")
         assert scrape(metrics_port)["mrr_redis_view_rebuilds_total"] >= 1
 
-        client = redis_lib.Redis.from_url(stream.settings.redis_url)
+        client = redis_lib.Redis.from_url(stream.settings.redis_url.get_secret_value())
         client.flushdb()  # while idle
         stream.wait_until(outcome.months, len(outcome.rejects), timeout=30)
 

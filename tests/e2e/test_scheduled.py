@@ -41,7 +41,7 @@ def stamp(seconds_from_now: float) -> str:
 
 def current(stream: Stream) -> dict[str, str]:
     async def read() -> dict[str, str]:
-        view = RedisView(stream.settings.redis_url, stream.settings.redis_prefix)
+        view = RedisView(stream.settings.redis_url.get_secret_value(), stream.settings.redis_prefix)
         try:
             return await view.current()
         finally:
