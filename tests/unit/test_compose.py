@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -12,6 +15,40 @@ from processors.settings import REPO_ROOT, Settings
 def compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     return data
+
+
+# A reference compose requires: `${VAR:?message}` (set and not empty) or `${VAR?message}` (set).
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<op>:?\?)[^}]*\}")
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_AUTH\b")
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in (REPO_ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, line
+            pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def required(value: str) -> str:
+    """The variable that the whole of `value` is a required reference to."""
+    match = REQUIRED.fullmatch(value)
+    assert match, f"{value!r} is not a ${{VAR:?message}} reference"
+    return match["name"]
 
 
 def test_every_service_has_an_image_or_a_build_ports_and_a_healthcheck() -> None:
@@ -119,4 +156,127 @@ def test_the_stripe_receiver_is_opt_in_local_only_and_needs_its_secret_from_the_
     assert all(str(port).startswith("127.0.0.1:") for port in service["ports"])
     env = service["environment"]
     assert set(env) <= {f"MRR_{name.upper()}" for name in Settings.model_fields}
-    assert env["MRR_STRIPE_WEBHOOK_SECRET"].startswith("${MRR_STRIPE_WEBHOOK_SECRET:?")  # never in the file
+    # never in the file; `?`, not `:?`: compose interpolates the services of every profile, so a required
+    # non-empty value would stop `docker compose up` without Stripe; the receiver refuses an empty one
+    assert env["MRR_STRIPE_WEBHOOK_SECRET"].startswith("${MRR_STRIPE_WEBHOOK_SECRET?")
+
+
+def test_every_published_port_is_bound_to_localhost_only() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                assert port.get("host_ip") == "127.0.0.1", (name, port)
+            else:
+                host_ip, host_port, container_port = str(port).split(":")
+                assert host_ip == "127.0.0.1" and host_port and container_port, (name, port)
+
+
+def test_passwords_and_tokens_come_from_the_environment_and_env_example_names_each_one() -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    doc = compose()
+    example = env_example()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+    assert used == set(example), (used - set(example), set(example) - used)
+    assert all(value == "" for value in example.values()), "no secret value is committed, even an example"
+    # every occurrence of a variable compose requires, and with a non-empty value except the Stripe secret
+    # (only the opt-in stripe profile needs it; see the test above)
+    for match in re.finditer(r"(?<!\$)\$\{[^}]*\}", text):
+        reference = REQUIRED.fullmatch(match.group(0))
+        assert reference, f"{match.group(0)} is not required"
+        optional_ok = reference["name"] == "MRR_STRIPE_WEBHOOK_SECRET"
+        assert reference["op"] == ("?" if optional_ok else ":?"), match.group(0)
+    # a password, token or secret is never a literal: as a setting, in a URL, on the Redis command line
+    for name, service in doc["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key):
+                assert required(str(value)) in example, (name, key)
+        for value in strings(service):
+            for credentials in re.finditer(r"://[^:/@\s]*:([^@\s]*)@", value):
+                assert required(credentials.group(1)) in example, (name, value)
+        command = service.get("command") or []
+        for flag, argument in itertools.pairwise(command):
+            if flag in ("--requirepass", "--masterauth"):
+                required(argument)
+        for argument in command:
+            if isinstance(argument, str) and argument.startswith(">"):  # an ACL user's password
+                required(argument[1:])
+    for secret in doc.get("secrets", {}).values():
+        assert set(secret) == {"environment"} and secret["environment"] in example, secret
+
+
+def test_the_api_reads_redis_as_a_read_only_acl_user_and_the_worker_as_the_default_user() -> None:
+    services = compose()["services"]
+    prefix = Settings.model_fields["redis_prefix"].default
+    command = services["redis"]["command"]
+    assert command[0] == "redis-server"
+    assert required(command[command.index("--requirepass") + 1]) == "REDIS_PASSWORD"
+    user = command.index("--user")
+    rules = command[user + 1 :]
+    rules = rules[: next((i for i, r in enumerate(rules) if r.startswith("--")), len(rules))]
+    assert rules[:2] == ["mrr-api", "on"] and required(rules[2][1:]) == "REDIS_API_PASSWORD"
+    # the view's keys only, no pub/sub channel, nothing but reading (and AUTH, PING, HELLO, ...)
+    assert rules[3:] == [f"~{prefix}*", "resetchannels", "-@all", "+@read", "+@connection"]
+    api_url = services["api"]["environment"]["MRR_REDIS_URL"]
+    assert re.fullmatch(r"redis://mrr-api:(\$\{REDIS_API_PASSWORD:\?[^}]*\})@redis:6379/0", api_url), api_url
+    worker_url = services["worker"]["environment"]["MRR_REDIS_URL"]
+    assert re.fullmatch(r"redis://:(\$\{REDIS_PASSWORD:\?[^}]*\})@redis:6379/0", worker_url), worker_url
+    # the health check authenticates: redis-cli reads REDISCLI_AUTH
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert required(services["redis"]["environment"]["REDISCLI_AUTH"]) == "REDIS_PASSWORD"
+
+
+def test_the_api_and_metrics_tokens_are_required_and_prometheus_scrapes_with_the_metrics_token() -> None:
+    doc = compose()
+    services = doc["services"]
+    assert required(services["api"]["environment"]["MRR_API_TOKEN"]) == "MRR_API_TOKEN"
+    for name in ("worker", "api"):
+        assert required(services[name]["environment"]["MRR_METRICS_TOKEN"]) == "MRR_METRICS_TOKEN"
+    # the worker's health check reads /metrics with its token; the API's reads the open API description
+    worker_check = " ".join(services["worker"]["healthcheck"]["test"])
+    assert "/metrics" in worker_check and "'Bearer ' + os.environ['MRR_METRICS_TOKEN']" in worker_check
+    assert "/api/openapi.json" in " ".join(services["api"]["healthcheck"]["test"])
+    # prometheus.yml cannot read the environment: the token reaches it as a secret file
+    assert doc["secrets"]["metrics_token"] == {"environment": "MRR_METRICS_TOKEN"}
+    assert services["prometheus"]["secrets"] == ["metrics_token"]
+    scraped = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    ports = {"worker": "9108", "api": "8080"}
+    for job in scraped["scrape_configs"]:
+        targets = {t for c in job.get("static_configs", []) for t in c["targets"]}
+        if targets & {f"{host}:{port}" for host, port in ports.items()}:
+            assert job["authorization"] == {
+                "type": "Bearer",
+                "credentials_file": "/run/secrets/metrics_token",
+            }
+
+
+def test_grafana_needs_its_admin_password_and_has_no_anonymous_access() -> None:
+    env = compose()["services"]["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert required(env["GF_SECURITY_ADMIN_PASSWORD"]) == "GF_SECURITY_ADMIN_PASSWORD"
+
+
+def test_alertmanager_runs_with_the_repository_config_and_prometheus_waits_for_it() -> None:
+    services = compose()["services"]
+    service = services["alertmanager"]
+    assert service["image"].startswith("prom/alertmanager:v")
+    assert service["ports"] == ["127.0.0.1:9093:9093"]
+    mounts = dict(m.split(":")[:2] for m in service["volumes"])
+    config = next(
+        c.removeprefix("--config.file=") for c in service["command"] if c.startswith("--config.file=")
+    )
+    folder = next(target for target in mounts.values() if config.startswith(target + "/"))
+    source = next(source for source, target in mounts.items() if target == folder)
+    assert source.startswith("./") and service["volumes"][0].endswith(":ro")
+    assert (REPO_ROOT / source / config.removeprefix(folder + "/")).is_file(), config
+    storage = next(
+        c.removeprefix("--storage.path=") for c in service["command"] if c.startswith("--storage.path=")
+    )
+    assert storage in mounts.values()
+    assert "/-/ready" in " ".join(service["healthcheck"]["test"])
+    assert services["prometheus"]["depends_on"]["alertmanager"] == {"condition": "service_healthy"}
+    scraped = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    alertmanagers = {
+        t for am in scraped["alerting"]["alertmanagers"] for c in am["static_configs"] for t in c["targets"]
+    }
+    assert "alertmanager:9093" in alertmanagers
