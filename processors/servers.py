@@ -1,8 +1,8 @@
-"""Real Kafka (KRaft), Redis and Prometheus on 127.0.0.1, installed and run by the project.
+"""Real Kafka (KRaft), Redis, Prometheus and Alertmanager on 127.0.0.1, installed and run by the project.
 
-`mrr-stream servers start|stop|status [NAME...]`. What is missing is installed first: Redis and Prometheus
-from Debian's packages, the Kafka broker's jars from Maven Central with Maven (cached, fetched once).
-Every server runs as a plain process whose PID is recorded under the local data folder; stop and status
+`mrr-stream servers start|stop|status [NAME...]`. What is missing is installed first: Redis, Prometheus and
+Alertmanager from Debian's packages, the Kafka broker's jars from Maven Central with Maven (cached, fetched
+once). Every server runs as a plain process whose PID is recorded under the local data folder; stop and status
 act only on processes recorded there, so a server someone else started is never touched.
 """
 
@@ -26,10 +26,12 @@ from typing import Any
 
 import yaml
 
+from processors.auth import tokens
 from processors.settings import REPO_ROOT, Settings
 
 DEPLOY = REPO_ROOT / "deploy"
-NAMES = ("kafka", "redis", "prometheus")  # what `servers start` starts; the demo also starts a "worker"
+# what `servers start` starts, in this order; the demo also starts a "worker"
+NAMES = ("kafka", "redis", "alertmanager", "prometheus")
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 20.0
 
@@ -330,17 +332,35 @@ def prometheus_targets_dir(settings: Settings) -> Path:
     return settings.local_dir / "prometheus" / "targets"
 
 
+def prometheus_token_file(settings: Settings) -> Path:
+    return settings.local_dir / "prometheus" / "metrics_token"
+
+
 def local_prometheus_config(settings: Settings) -> dict[str, Any]:
-    """deploy/prometheus/prometheus.yml with its service targets pointed at 127.0.0.1, plus file discovery."""
+    """deploy/prometheus/prometheus.yml with its service targets (scraped, and the Alertmanager it alerts)
+    pointed at 127.0.0.1, the metrics token as configured here, plus file discovery."""
     config: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    ports = {"worker": settings.metrics_port, "api": settings.api_port}
-    for job in config.get("scrape_configs", []):
+    ports = {
+        "worker": settings.metrics_port,
+        "api": settings.api_port,
+        "alertmanager": settings.local_alertmanager_port,
+    }
+    jobs = [*config.get("scrape_configs", []), *config.get("alerting", {}).get("alertmanagers", [])]
+    for job in jobs:
         for static in job.get("static_configs", []):
             local = []
             for target in static.get("targets", []):
                 host, _, port = target.rpartition(":")
                 local.append(f"127.0.0.1:{ports.get(host, port)}")
             static["targets"] = local
+    for job in config.get("scrape_configs", []):
+        # compose hands Prometheus the metrics token as a secret file; here it is MRR_METRICS_TOKEN's (the
+        # first, if several), which _prepare_prometheus writes; without one /metrics is open.
+        if "credentials_file" in job.get("authorization", {}):
+            if tokens(settings.metrics_token):
+                job["authorization"]["credentials_file"] = str(prometheus_token_file(settings))
+            else:
+                del job["authorization"]
     config["rule_files"] = [str(DEPLOY / "prometheus" / rule) for rule in config.get("rule_files", [])]
     config["scrape_configs"].append(
         {
@@ -355,6 +375,12 @@ def local_prometheus_config(settings: Settings) -> dict[str, Any]:
 
 def _prepare_prometheus(settings: Settings, data: Path) -> list[str]:
     prometheus_targets_dir(settings).mkdir(parents=True, exist_ok=True)
+    token = tokens(settings.metrics_token)
+    if token:
+        fd = os.open(prometheus_token_file(settings), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an earlier start keeps its mode otherwise
+        with os.fdopen(fd, "wb") as out:
+            out.write(token[0])
     config = data / "prometheus.yml"
     config.write_text(yaml.safe_dump(local_prometheus_config(settings), sort_keys=False))
     return [
@@ -367,6 +393,37 @@ def _prepare_prometheus(settings: Settings, data: Path) -> list[str]:
     ]
 
 
+# --- Alertmanager -------------------------------------------------------------------------------------------
+
+
+def local_alertmanager_config(settings: Settings) -> dict[str, Any]:
+    """deploy/alertmanager/alertmanager.yml with every webhook URL replaced by MRR_ALERT_WEBHOOK_URL when it
+    is set. Unset, the file's own URL stays: a receiver on this machine (see the file)."""
+    config: dict[str, Any] = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    if settings.alert_webhook_url:
+        for receiver in config.get("receivers", []):
+            for webhook in receiver.get("webhook_configs", []):
+                webhook["url"] = settings.alert_webhook_url
+    return config
+
+
+def _prepare_alertmanager(settings: Settings, data: Path) -> list[str]:
+    config = data / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(local_alertmanager_config(settings), sort_keys=False))
+    at = f"127.0.0.1:{settings.local_alertmanager_port}"
+    return [
+        "prometheus-alertmanager",  # Debian's name for the alertmanager binary
+        f"--config.file={config}",
+        f"--storage.path={data / 'data'}",
+        f"--web.listen-address={at}",
+        # the links in notifications; the default would name this host, which may not resolve elsewhere
+        f"--web.external-url=http://{at}",
+        # one instance, no gossip: its default, 9094 on every interface, would clash with any other
+        # Alertmanager on this machine and be reachable from the network
+        "--cluster.listen-address=",
+    ]
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -375,7 +432,7 @@ def http_ok(url: str) -> bool:
         return False
 
 
-# --- the three of them --------------------------------------------------------------------------------------
+# --- all of them --------------------------------------------------------------------------------------------
 
 
 def _noop() -> None:
@@ -410,6 +467,7 @@ def servers(settings: Settings | None = None) -> dict[str, Server]:
     kafka_at = f"127.0.0.1:{s.local_kafka_port}"
     redis_at = f"redis://127.0.0.1:{s.local_redis_port}/0"
     prometheus_at = f"http://127.0.0.1:{s.local_prometheus_port}"
+    alertmanager_at = f"http://127.0.0.1:{s.local_alertmanager_port}"
     return {
         "kafka": Server(
             "kafka",
@@ -426,6 +484,14 @@ def servers(settings: Settings | None = None) -> dict[str, Server]:
             lambda d: _prepare_redis(s, d),
             lambda: redis_ready(redis_at),
             lambda: redis_at,
+        ),
+        "alertmanager": Server(
+            "alertmanager",
+            s,
+            _install_debian("prometheus-alertmanager", "prometheus-alertmanager"),
+            lambda d: _prepare_alertmanager(s, d),
+            lambda: http_ok(f"{alertmanager_at}/-/ready"),
+            lambda: alertmanager_at,
         ),
         "prometheus": Server(
             "prometheus",
