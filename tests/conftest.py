@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.servers import Server, prometheus_targets_dir, servers
+from processors.devtools.servers import Server, prometheus_targets_dir, servers
 from processors.settings import Settings
 
 

@@ -6,17 +6,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import Any
 
 from processors.cli import (
     api_cmd,
-    demo_cmd,
     generate_cmd,
     produce_cmd,
     replay_cmd,
     report_cmd,
     resync_cmd,
     scheduled_cmd,
-    servers_cmd,
     status_cmd,
     stripe_cmd,
     worker_cmd,
@@ -30,12 +29,33 @@ def _version() -> str:
         return "unknown"
 
 
+class _DevelopmentOnly:
+    """`demo` and `servers` where the development tooling is not installed: one clear line, not argparse's
+    list of choices without them."""
+
+    @staticmethod
+    def register(sub: Any) -> None:
+        for name in ("demo", "servers"):
+            # no option characters: whatever follows (--help included) is taken, and answered alike
+            p = sub.add_parser(name, help="(development install only)", add_help=False, prefix_chars="\0")
+            p.add_argument("rest", nargs="*")
+            p.set_defaults(run=_DevelopmentOnly.run)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"mrr-stream: {args.command!r} comes with the development install only (make install in a "
+            "checkout); this install runs the stream against your own Kafka, Redis and Prometheus",
+            file=sys.stderr,
+        )
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrr-stream", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mrr-stream {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (
-        demo_cmd,
+    commands: list[Any] = [
         replay_cmd,
         report_cmd,
         generate_cmd,
@@ -46,8 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         api_cmd,
         resync_cmd,
         stripe_cmd,
-        servers_cmd,
-    ):
+    ]
+    try:
+        from processors.devtools import demo_cmd, servers_cmd
+
+        commands = [demo_cmd, *commands, servers_cmd]
+    except ImportError:  # an install from the wheel (the image): no local servers, no demo
+        commands.append(_DevelopmentOnly)
+    for module in commands:
         module.register(sub)
     return parser
 

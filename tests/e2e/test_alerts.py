@@ -29,8 +29,8 @@ from pydantic import SecretStr
 
 from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
+from processors.devtools.servers import DEPLOY, _prepare_alertmanager, _prepare_prometheus, servers
 from processors.replay import replay
-from processors.servers import DEPLOY, _prepare_alertmanager, _prepare_prometheus, servers
 from processors.settings import Settings
 from tests.e2e.harness import Stream, free_port, wait_for_metrics
 from tests.factories import raw

@@ -18,9 +18,9 @@ from pydantic import SecretStr
 
 from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
+from processors.devtools.servers import redis_ready
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
-from processors.servers import redis_ready
 from tests.e2e.harness import Stream, free_port, scrape, wait_for_metrics
 
 

@@ -22,9 +22,9 @@ from pydantic import SecretStr
 
 from processors import clock
 from processors.cli.produce_cmd import produce, read_lines
+from processors.devtools.servers import redis_ready
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
-from processors.servers import redis_ready
 from tests.e2e.harness import Stream, api_process, expected_json, free_port, scrape, wait_for_metrics
 
 WORKER_PASSWORD = "worker-pw-7f3a9c"

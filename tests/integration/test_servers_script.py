@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.servers import servers
+from processors.devtools.servers import servers
 from processors.settings import Settings
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from processors.servers import _prepare_alertmanager, local_alertmanager_config
+from processors.devtools.servers import _prepare_alertmanager, local_alertmanager_config
 from processors.settings import REPO_ROOT, Settings
 
 ALERTMANAGER = REPO_ROOT / "deploy" / "alertmanager"

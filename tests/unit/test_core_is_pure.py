@@ -27,7 +27,7 @@ FORBIDDEN = {
     "processors.api",
     "processors.cli",
     "processors.settings",
-    "processors.servers",
+    "processors.devtools.servers",
 }
 
 

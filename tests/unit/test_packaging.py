@@ -351,6 +351,10 @@ def test_the_wheel_has_the_runtime_package_and_its_data_but_no_tooling_tests_or_
     (wheel,) = out.glob("mrr_stream-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith("processors/devtools/")]
+    # (where the server manager and the demo lived before they moved into processors.devtools)
+    assert not {"processors/servers.py", "processors/cli/servers_cmd.py", "processors/cli/demo_cmd.py"} & set(
+        names
+    )
     assert not [n for n in names if n.split("/")[0] in ("tests", "bench", "docs", "deploy", "build")]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     for relative in ("processors/api/static", "schemas/json"):

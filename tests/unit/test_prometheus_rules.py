@@ -16,7 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from processors.servers import _prepare_prometheus, local_prometheus_config
+from processors.devtools.servers import _prepare_prometheus, local_prometheus_config
 from processors.settings import REPO_ROOT, Settings
 from processors.sinks.metrics import Metrics
 

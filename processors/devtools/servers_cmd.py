@@ -1,5 +1,5 @@
-"""`mrr-stream servers start|stop|status [NAME...]`: the local Kafka, Redis and Prometheus (and the
-worker and API, by name)."""
+"""`mrr-stream servers start|stop|status [NAME...]`: the local Kafka, Redis, Prometheus and Alertmanager
+(and the worker and API, by name)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import argparse
 import sys
 from typing import Any
 
-from processors.servers import NAMES, ServerError, servers
+from processors.devtools.servers import NAMES, ServerError, servers
 
 APPS = ("worker", "api")  # this project's own processes, with the settings of the environment
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("servers", help="install, start, check and stop local Kafka, Redis and Prometheus")
+    p = sub.add_parser(
+        "servers", help="install, start, check and stop local Kafka, Redis, Prometheus and Alertmanager"
+    )
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument(
         "names",

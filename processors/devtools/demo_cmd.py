@@ -1,10 +1,10 @@
 """`mrr-stream demo`: the whole pipeline on this machine, reconciled against the in-process replay.
 
-Starts the local Kafka, Redis and Prometheus (installing what is missing), generates a year of billing
-for a few thousand accounts (shuffled, with duplicates, late events and bad lines), runs the worker in the
-background, streams the history through Kafka, waits until Redis holds the result, and prints it beside
-the replay of the same file with a verdict. The worker keeps running for Prometheus and `mrr-stream
-status`; `mrr-stream servers stop` stops it with the servers.
+Starts the local Kafka, Redis, Prometheus and Alertmanager (installing what is missing), generates a year
+of billing for a few thousand accounts (shuffled, with duplicates, late events and bad lines), runs the
+worker in the background, streams the history through Kafka, waits until Redis holds the result, and
+prints it beside the replay of the same file with a verdict. The worker keeps running for Prometheus and
+`mrr-stream status`; `mrr-stream servers stop` stops it with the servers.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from rich.table import Table
 from processors.cli import render
 from processors.cli.produce_cmd import produce, read_lines
 from processors.cli.replay_cmd import run_replay
+from processors.devtools.servers import NAMES, ServerError, api_server, servers, worker_server
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import ReplayOutcome
-from processors.servers import NAMES, ServerError, api_server, servers, worker_server
 from processors.settings import Settings
 from processors.sinks.redis_view import RedisView, read_months
 from schemas.aggregate import MonthlyAggregate
@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         f"  worker metrics   {worker.address()}\n"
         f"  Prometheus       {prometheus}/graph?g0.expr=mrr_current_mrr (scraped every 5 s), alerts: "
         f"{prometheus}/alerts\n"
+        f"  Alertmanager     {known['alertmanager'].address()}   (where alerts go: MRR_ALERT_WEBHOOK_URL)\n"
         f"  Redis            redis-cli -p {base.local_redis_port} hgetall {settings.redis_prefix}current\n"
         "  the table again  mrr-stream status   (or: mrr-stream status --format json)\n"
         f"  movements topic  {settings.movements_topic} on {settings.kafka_bootstrap}\n"
