@@ -1,12 +1,14 @@
-"""Protected revenue data end to end: a Redis with a password for the worker and a least-privilege
-read-only ACL user for the API, API tokens, a metrics token. The worker folds into the protected Redis;
-the API reads it with the read-only user and answers only with a token; the read-only user can write
-nothing; and no configured secret appears in any log of the run, nor in a mistake's message."""
+"""Protected revenue data end to end: a Redis run with docker-compose.yml's own command line (a password for
+the worker and a least-privilege read-only ACL user for the API), API tokens, a metrics token. The worker
+folds into the protected Redis; the API reads it with the read-only user and answers only with a token;
+the read-only user can write nothing; and no configured secret appears in any log of the run, nor in a
+mistake's message."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+import yaml
 from pydantic import SecretStr
 
 from processors import clock
@@ -25,6 +28,7 @@ from processors.cli.produce_cmd import produce, read_lines
 from processors.devtools.servers import redis_ready
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import replay
+from processors.settings import REPO_ROOT
 from tests.e2e.harness import Stream, api_process, expected_json, free_port, scrape, wait_for_metrics
 
 WORKER_PASSWORD = "worker-pw-7f3a9c"
@@ -34,33 +38,21 @@ METRICS_TOKEN = "scrape-token-d2b6f4"
 SECRETS = (WORKER_PASSWORD, API_PASSWORD, *API_TOKENS, METRICS_TOKEN)
 
 
-def read_only_acl(prefix: str) -> str:
-    """The API's Redis user, as the README documents it: read commands on the view's keys, nothing else."""
-    return f"mrr-api on >{API_PASSWORD} ~{prefix}* resetchannels -@all +@read +@connection"
+def compose_redis_command() -> list[str]:
+    """docker-compose.yml's Redis command line (its password and its read-only ACL user for the API), with
+    the test's passwords for the variables: the test runs the access rules users get."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    values = {"REDIS_PASSWORD": WORKER_PASSWORD, "REDIS_API_PASSWORD": API_PASSWORD}
+    command: list[str] = compose["services"]["redis"]["command"]
+    return [re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: values[m.group(1)], arg) for arg in command]
 
 
-def start_protected_redis(folder: Path, port: int, prefix: str) -> subprocess.Popen[bytes]:
+def start_protected_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    command = compose_redis_command()
+    assert command[0] == "redis-server" and "--requirepass" in command and "--user" in command
+    local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "no"]
     proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            WORKER_PASSWORD,
-            "--user",
-            *read_only_acl(prefix).split(),
-            "--logfile",
-            str(folder / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
+        [*command, *local, "--save", "", "--logfile", str(folder / "redis.log")], stdout=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 20
     while not redis_ready(f"redis://:{WORKER_PASSWORD}@127.0.0.1:{port}/0"):
@@ -84,13 +76,14 @@ def get(url: str, token: str | None = None) -> tuple[int, Any]:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
 def test_protected_redis_tokens_and_no_secret_in_any_log(stream: Stream, tmp_path: Path) -> None:
     port = free_port()
-    prefix = stream.settings.redis_prefix
-    redis = start_protected_redis(tmp_path, port, prefix)
+    prefix = "mrr:"  # the compose file's ACL names the default prefix (this Redis is the test's own)
+    redis = start_protected_redis(tmp_path, port)
     worker_url = f"redis://:{WORKER_PASSWORD}@127.0.0.1:{port}/0"
     api_url = f"redis://mrr-api:{API_PASSWORD}@127.0.0.1:{port}/0"
     stream.settings = stream.settings.model_copy(
         update={
             "redis_url": SecretStr(worker_url),
+            "redis_prefix": prefix,
             "api_token": SecretStr(",".join(API_TOKENS)),
             "metrics_token": SecretStr(METRICS_TOKEN),
         }
