@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -27,6 +28,12 @@ def register(sub: Any) -> None:
     p.add_argument("files", nargs="+", help="JSON Lines files; - reads standard input")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--rejects", type=Path, help="write rejected lines here instead of to stderr")
+    p.add_argument(
+        "--max-rejects",
+        type=_count,
+        metavar="N",
+        help="exit with status 1 when more than N lines were rejected (the figures are printed all the same)",
+    )
     p.add_argument("--accounts", type=Path, help="write each account's current MRR (JSON Lines) here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     p.add_argument(
@@ -36,6 +43,12 @@ def register(sub: Any) -> None:
         "run through its month",
     )
     p.set_defaults(run=run)
+
+
+def _count(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of lines, 0 or more")
+    return int(text)
 
 
 def _lines(files: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -80,14 +93,40 @@ def run_replay(files: list[str], show_progress: bool, at: int | None = None) -> 
         return replay(_lines(files), on_line=tick, max_record_bytes=Settings().max_record_bytes, at=at)
 
 
-def write_accounts(outcome: ReplayOutcome, path: Path) -> None:
-    with path.open("w") as f:
-        for account_id in sorted(outcome.accounts):
-            for currency, cents in sorted(outcome.accounts[account_id].mrr.items()):
-                f.write(
-                    json.dumps({"account_id": account_id, "currency": currency, "mrr": format_cents(cents)})
-                )
-                f.write("\n")
+def write_accounts(outcome: ReplayOutcome, out: IO[str]) -> None:
+    for account_id in sorted(outcome.accounts):
+        for currency, cents in sorted(outcome.accounts[account_id].mrr.items()):
+            line = {"account_id": account_id, "currency": currency, "mrr": format_cents(cents)}
+            out.write(json.dumps(line) + "\n")
+
+
+def verdict(outcome: ReplayOutcome, max_rejects: int | None) -> str | None:
+    """Why the replay failed though it ran (status 1), or None: a file of lines none of which was valid,
+    or more rejected lines than the caller allows."""
+    rejected = len(outcome.rejects)
+    if rejected and not outcome.events and not outcome.duplicates:
+        return f"every line was rejected ({rejected:,}): no billing event to replay"
+    if max_rejects is not None and rejected > max_rejects:
+        return f"{rejected:,} lines were rejected, more than --max-rejects {max_rejects:,}"
+    return None
+
+
+def _title(outcome: ReplayOutcome) -> str:
+    as_of = "" if outcome.as_of is None else f" as of {utc_of(outcome.as_of):%Y-%m-%d %H:%M} UTC"
+    return (
+        f"MRR by month{as_of} — {len(outcome.scheduled):,} movements scheduled after it, "
+        f"{outcome.events:,} events, {outcome.duplicates:,} duplicates ignored, "
+        f"{len(outcome.rejects):,} rejected"
+    )
+
+
+def print_months(outcome: ReplayOutcome, fmt: str) -> None:
+    if fmt == "json":
+        print(render.to_json(outcome.months, len(outcome.rejects)))
+    elif fmt == "csv":
+        sys.stdout.write(render.to_csv(outcome.months))
+    else:
+        render.print_table(outcome.months, _title(outcome))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,26 +136,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mrr-stream replay: --as-of: {exc}", file=sys.stderr)
         return 2
-    outcome = run_replay(args.files, show_progress, at)
-    reject_out = args.rejects.open("w") if args.rejects else sys.stderr
-    try:
+    with ExitStack() as files:
+        # Opened before the replay runs, so that a path that cannot be written fails at once (the OSError
+        # names it: one line, status 2) rather than after minutes of replay.
+        reject_out = files.enter_context(args.rejects.open("w")) if args.rejects else sys.stderr
+        accounts_out = files.enter_context(args.accounts.open("w")) if args.accounts else None
+        outcome = run_replay(args.files, show_progress, at)
         for r in outcome.rejects:
             reject_out.write(f"rejected {r.source}: {r.rejection}\n")
-    finally:
-        if args.rejects:
-            reject_out.close()
-    if args.accounts:
-        write_accounts(outcome, args.accounts)
-    if args.format == "json":
-        print(render.to_json(outcome.months, len(outcome.rejects)))
-    elif args.format == "csv":
-        sys.stdout.write(render.to_csv(outcome.months))
-    else:
-        as_of = "" if outcome.as_of is None else f" as of {utc_of(outcome.as_of):%Y-%m-%d %H:%M} UTC"
-        title = (
-            f"MRR by month{as_of} — {len(outcome.scheduled):,} movements scheduled after it, "
-            f"{outcome.events:,} events, {outcome.duplicates:,} duplicates ignored, "
-            f"{len(outcome.rejects):,} rejected"
-        )
-        render.print_table(outcome.months, title)
-    return 0
+        if accounts_out is not None:
+            write_accounts(outcome, accounts_out)
+    print_months(outcome, args.format)
+    failed = verdict(outcome, args.max_rejects)
+    if failed is None:
+        return 0
+    print(f"mrr-stream replay: {failed}", file=sys.stderr)
+    return 1

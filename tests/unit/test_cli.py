@@ -143,5 +143,3 @@ def test_report_prints_the_period_and_writes_a_png(
         in out
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
-    with pytest.raises(SystemExit, match="YYYYQn"):
-        main(["report", "--quarter", "2025-3", "--replay", str(history)])

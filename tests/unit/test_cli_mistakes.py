@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,140 @@ def test_the_readme_and_the_cli_agree_on_commands() -> None:
     commands = set(sub.choices)
     assert documented and documented <= commands, documented - commands
     assert parser.parse_args(["servers", "status", "kafka", "redis", "prometheus", "worker", "api"])
+
+
+def valid_and_bad(path: Path, valid: int, bad: int) -> Path:
+    """A history of `valid` subscribes and `bad` lines that are not JSON."""
+    lines = [json.dumps(raw("subscribe", account=f"a{i}", amount="10.00")) for i in range(valid)]
+    lines += ["{not json"] * bad
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def replay_must_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processors.cli import replay_cmd
+
+    def ran(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the replay ran before its output was found unwritable")
+
+    monkeypatch.setattr(replay_cmd, "run_replay", ran)
+
+
+@pytest.mark.parametrize("option", ["--rejects", "--accounts"])
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("{dir}/missing/out.txt", "No such file or directory"),
+        ("{dir}", "Is a directory"),
+        ("{dir}/h.jsonl/out.txt", "Not a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_one_line_and_status_2_before_the_replay(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    option: str,
+    target: str,
+    reason: str,
+) -> None:
+    history = valid_and_bad(tmp_path / "h.jsonl", 2, 1)
+    replay_must_not_run(monkeypatch)
+    path = target.format(dir=tmp_path)
+    code, said = one_line(capsys, ["replay", str(history), option, path])
+    assert code == 2 and said == f"mrr-stream replay: {path}: {reason}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_rejects_into_a_folder_without_write_permission_is_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    history = valid_and_bad(tmp_path / "h.jsonl", 2, 1)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    replay_must_not_run(monkeypatch)
+    code, said = one_line(capsys, ["replay", str(history), "--rejects", str(locked / "r.txt")])
+    assert code == 2 and said == f"mrr-stream replay: {locked / 'r.txt'}: Permission denied"
+
+
+def test_more_rejects_than_max_rejects_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = 3
+    history = valid_and_bad(tmp_path / "h.jsonl", 2, bad)
+    code, said = one_line(capsys, ["replay", str(history), "--format", "json", "--max-rejects", str(bad - 1)])
+    assert code == 1
+    assert said == f"mrr-stream replay: {bad} lines were rejected, more than --max-rejects {bad - 1}"
+    assert main(["replay", str(history), "--format", "json", "--max-rejects", str(bad)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["rejected"] == bad and "mrr-stream" not in err
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "٣"])
+def test_max_rejects_takes_a_whole_number(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, value: str
+) -> None:
+    history = valid_and_bad(tmp_path / "h.jsonl", 1, 0)
+    with pytest.raises(SystemExit) as exited:
+        main(["replay", str(history), "--max-rejects", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert f"argument --max-rejects: {value!r} is not a whole number of lines" in err
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_a_file_of_nothing_but_rejected_lines_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str
+) -> None:
+    bad = 4
+    history = valid_and_bad(tmp_path / "h.jsonl", 0, bad)
+    code, said = one_line(capsys, ["replay", str(history), "--format", fmt])
+    assert code == 1
+    assert said == f"mrr-stream replay: every line was rejected ({bad}): no billing event to replay"
+
+
+def test_an_empty_file_is_not_a_mistake(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    assert main(["replay", str(empty), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"rejected": 0, "months": []}
+
+
+@pytest.mark.parametrize(
+    ("period", "line"),
+    [
+        (["--month", "2025-13"], "--month takes YYYY-MM, e.g. 2025-06 (got '2025-13')"),
+        (["--quarter", "2025-3"], "--quarter takes YYYYQn, e.g. 2025Q2 (got '2025-3')"),
+        (["--year", "25"], "--year takes YYYY, e.g. 2025 (got '25')"),
+    ],
+)
+def test_a_report_period_that_is_not_one_is_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, period: list[str], line: str
+) -> None:
+    history = valid_and_bad(tmp_path / "h.jsonl", 1, 0)
+    code, said = one_line(capsys, ["report", *period, "--replay", str(history)])
+    assert code == 2 and said == f"mrr-stream report: {line}"
+
+
+def test_a_report_without_figures_is_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    history = valid_and_bad(tmp_path / "h.jsonl", 1, 0)  # USD, January 2025
+    code, said = one_line(
+        capsys, ["report", "--month", "2025-01", "--currency", "JPY", "--replay", str(history)]
+    )
+    assert code == 2 and said == "mrr-stream report: no JPY figures for 2025-01"
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_report_without_matplotlib_is_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from processors.cli import report_cmd
+
+    history = valid_and_bad(tmp_path / "h.jsonl", 1, 0)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets where it is absent
+    monkeypatch.setattr(report_cmd, "load", lambda args: pytest.fail("the report read its input first"))
+    code, said = one_line(capsys, ["report", "--month", "2025-01", "--replay", str(history)])
+    assert code == 2
+    assert said == "mrr-stream report: matplotlib is not installed: pip install 'mrr-stream[report]'"
