@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from processors.cli import render
@@ -105,7 +105,7 @@ def reconciliation(replayed: list[MonthlyAggregate], streamed: list[MonthlyAggre
         "Fields equal",
     ):
         # two-line headers and unwrapped money: a figure is never cut, down to 100 columns
-        justify = "left" if col in ("Month", "Cur") else "right"
+        justify: JustifyMethod = "left" if col in ("Month", "Cur") else "right"
         t.add_column(col.replace(" (", "\n("), justify=justify, no_wrap="(" in col)
     mismatches = 0
     for r in replayed:
