@@ -7,6 +7,7 @@ unreachable a 503. Never a 500 for anything a client sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ DAY_US = 86_400_000_000
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
 TOKENS: web.AppKey[tuple[bytes, ...]] = web.AppKey("tokens", tuple)
 METRICS_TOKENS: web.AppKey[tuple[bytes, ...]] = web.AppKey("metrics_tokens", tuple)
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 REQUESTS: web.AppKey[Counter] = web.AppKey("requests", Counter)
 STATIC = resources.files("processors.api") / "static"
@@ -282,7 +284,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     view = request.app[VIEW]
     last: tuple[int, int] | None = None
-    while True:
+    # ends when the server shuts down: aiohttp waits for open handlers, and a page left open would hold a
+    # stop (SIGTERM) for a minute or more
+    while not request.app[STOPPING].is_set():
         try:
             head = await view.client.lindex(view.key("latest"), 0)
             stamp = (await view.rows_version(), hash(head))
@@ -298,7 +302,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         except (ConnectionResetError, RuntimeError):  # the browser went away
             return response
         last = stamp
-        await asyncio.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(request.app[STOPPING].wait(), 0.5)
+    return response
 
 
 async def openapi_doc(_: web.Request) -> web.Response:
@@ -338,6 +344,12 @@ def create_api(settings: Settings) -> web.Application:
         yield
         await app[VIEW].close()
 
+    app[STOPPING] = asyncio.Event()
+
+    async def stop_streams(app: web.Application) -> None:
+        app[STOPPING].set()
+
+    app.on_shutdown.append(stop_streams)
     app.cleanup_ctx.append(open_view)
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", static)
