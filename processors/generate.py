@@ -94,7 +94,7 @@ class HistoryGenerator:
         self.rng = random.Random(seed)
         self.accounts = accounts
         self.start = start
-        self.end = _add_months(start, months)
+        self.end = add_months(start, months)
         self.seed = seed
         self.counter = 0
 
@@ -330,7 +330,7 @@ def arrange(
     return [line for _, line in keyed]
 
 
-def _add_months(at: datetime, months: int) -> datetime:
+def add_months(at: datetime, months: int) -> datetime:
     total = at.month - 1 + months
     return at.replace(year=at.year + total // 12, month=total % 12 + 1)
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
+from processors import clock
 from processors.cli import render
 from processors.cli.produce_cmd import produce, read_lines
 from processors.cli.replay_cmd import run_replay
 from processors.devtools.servers import NAMES, ServerError, api_server, servers, worker_server
-from processors.generate import HistoryGenerator, arrange, parse_month
+from processors.generate import HistoryGenerator, add_months, arrange, parse_month
 from processors.replay import ReplayOutcome
 from processors.settings import Settings
 from processors.sinks.redis_view import RedisView, read_months
@@ -34,6 +36,14 @@ def register(sub: Any) -> None:
     p.add_argument("--accounts", type=int, default=3000)
     p.add_argument("--months", type=int, default=12)
     p.add_argument("--seed", type=int, default=2025)
+    p.add_argument(
+        "--start",
+        type=parse_month,
+        default=None,
+        metavar="YYYY-MM",
+        help="the history's first month (default: so that its last month is this one: the page then shows "
+        "a business in motion, with changes scheduled for the rest of the month)",
+    )
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the stream to catch up")
     p.add_argument(
         "--stripe",
@@ -76,14 +86,16 @@ async def _reset_redis(settings: Settings) -> None:
         await view.close()
 
 
-def stripe_demo(source: Path, billing: Path, customers: int, months: int, seed: int) -> list[str]:
+def stripe_demo(
+    source: Path, billing: Path, customers: int, months: int, seed: int, start: datetime
+) -> list[str]:
     """A Stripe history as its webhooks would arrive (shuffled, 5% resent), and its import."""
     import json
 
     from processors.sources.stripe.generate import as_delivered, stripe_history
     from processors.sources.stripe.mapping import Mapper, to_json
 
-    events = as_delivered(stripe_history(customers, months, seed, parse_month("2025-01")), seed, 0.05)
+    events = as_delivered(stripe_history(customers, months, seed, start), seed, 0.05)
     mapper = Mapper()
     lines = [json.dumps(e, separators=(",", ":")) for e in events]
     source.write_text("\n".join(lines) + "\n")
@@ -131,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
     base = Settings()
     run_id = time.strftime("%Y%m%d%H%M%S")
     settings, env = demo_settings(base, run_id)
+    this_month = datetime.fromtimestamp(clock.now() / 1_000_000, UTC).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    start: datetime = args.start or add_months(this_month, 1 - args.months)
     known = servers(base)
     try:
         for name in NAMES:
@@ -147,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stripe:
         source = folder / "stripe-events.jsonl"
         with console.status("generating a year of Stripe webhook events"):
-            stripe_lines = stripe_demo(source, path, args.accounts, args.months, args.seed)
+            stripe_lines = stripe_demo(source, path, args.accounts, args.months, args.seed, start)
         lines = path.read_text().splitlines()
         console.print(
             f"{len(stripe_lines):,} Stripe events for {args.accounts:,} customers, written to {source} "
@@ -157,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         topic = settings.stripe_events_topic
     else:
         with console.status("generating a year of billing"):
-            events = HistoryGenerator(args.accounts, args.months, args.seed, parse_month("2025-01")).events()
+            events = HistoryGenerator(args.accounts, args.months, args.seed, start).events()
             lines = arrange(events, args.seed, shuffle=True, duplicates=0.05, late=0.2, bad=0.002)
             path.write_text("\n".join(lines) + "\n")
         console.print(
@@ -221,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         "\nWhere to look:\n"
         f"  revenue page     {api.address()}   (live; the API is under /api, see /api/openapi.json)\n"
-        f"  report           mrr-stream report --year 2025 --currency USD   (table + PNG chart)\n"
+        f"  report           mrr-stream report --year {start.year} --currency USD   (table + PNG chart)\n"
         f"  worker metrics   {worker.address()}\n"
         f"  Prometheus       {prometheus}/graph?g0.expr=mrr_current_mrr (scraped every 5 s), alerts: "
         f"{prometheus}/alerts\n"

@@ -40,6 +40,7 @@ class Page:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.console_errors: list[str] = []
         self.requests: list[str] = []
+        self.request_headers: list[tuple[str, dict[str, str]]] = []  # (url, headers) of every request
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -59,6 +60,7 @@ class Page:
                 self.console_errors.append(params["entry"]["text"] + " " + params["entry"].get("url", ""))
             elif method == "Network.requestWillBeSent":
                 self.requests.append(params["request"]["url"])
+                self.request_headers.append((params["request"]["url"], params["request"].get("headers", {})))
 
     async def call(self, method: str, **params: Any) -> Any:
         ident = next(self.ids)
@@ -82,6 +84,14 @@ class Page:
                 return value
             await asyncio.sleep(0.1)
         raise AssertionError(f"never true: {expression}")
+
+    async def type_into(self, selector: str, text: str) -> None:
+        """Types text into the element as a user would (focus, then the keyboard's text input)."""
+        assert await self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return false; e.focus(); return true; })()"
+        ), selector
+        await self.call("Input.insertText", text=text)
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
