@@ -234,10 +234,11 @@ def run(args: argparse.Namespace) -> int:
         )
         code = 1
     prometheus = known["prometheus"].address()
+    last_year = add_months(start, args.months - 1).year
     console.print(
         "\nWhere to look:\n"
         f"  revenue page     {api.address()}   (live; the API is under /api, see /api/openapi.json)\n"
-        f"  report           mrr-stream report --year {start.year} --currency USD   (table + PNG chart)\n"
+        f"  report           mrr-stream report --year {last_year} --currency USD   (table + PNG chart)\n"
         f"  worker metrics   {worker.address()}\n"
         f"  Prometheus       {prometheus}/graph?g0.expr=mrr_current_mrr (scraped every 5 s), alerts: "
         f"{prometheus}/alerts\n"
