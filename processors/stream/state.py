@@ -7,13 +7,15 @@ Keys (bytes). Every key starts with the account id, and the parts after it follo
 writes every key of an account to the account's partition of the changelog:
 
 * `A`, the root: version, last offset applied per source topic, next record seq, the last chunk itself
-  (the tail, inline: an on-time event rewrites only the root), the current MRR, the events and superseded
-  keys of the last commit, the last batch's records when they are small (else the outbox's parts);
+  (the tail, inline: an on-time event rewrites only the root), the current MRR, the index entries of the
+  last events (`recent`, up to RECENT_BYTES), the keys the last commit superseded, the last batch's records
+  when they are small (else the outbox's parts);
 * `A\\0c\\0{start}\\0{ver}`, a chunk before the tail: the facts with instant in [start, next chunk's
   start), the fold state at `start` and the previous chunk's ref; its facts take at most CHUNK_FACT_BYTES
   plus one instant's;
 * `A\\0i\\0{event_id}`, an index entry: instant and fingerprint of an applied event, so deduplication
-  never loads history;
+  never loads history; written when the root's `recent` entries outgrow RECENT_BYTES (a sparse account's
+  stay in its root);
 * `A\\0d\\0`, the instant of the account's first scheduled event (the root's `due`), so that the timer
   finds the accounts with events falling due without reading every root; written once what the root's
   commit published is acknowledged (processors/stream/fold.py);
@@ -29,10 +31,11 @@ account's age.
 
 Crash safety rests on one property of the changelog: writes to one partition land in the order they were
 sent, so a crash leaves a prefix of them (aiokafka keeps one batch in flight per partition). A commit writes
-its new chunks and its outbox, then the root, then the index entries and the deletions of what it
-superseded. Hence: a root that landed has all its chunks; chunks without their root are unreachable; an
-index entry that landed has its root; a root whose index entries did not land still lists those events
-(`recent`), and the next commit writes them again. The caller sends the records only once the writes are
+its new chunks, its outbox and the index entries its root no longer keeps, then the root, then the
+deletions of what it superseded. Hence: a root that landed has all its chunks, and every event it applied
+is in its `recent` entries or under an index key; chunks without their root are unreachable; an index
+entry that landed names an event of the root before it; deletions that did not land are made again by the
+next commit (the root lists them, `garbage`). The caller sends the records only once the writes are
 acknowledged, so a record never leaves for a state that could be lost, and a redelivered arrival (at an
 offset at or below the one the root has applied) resends the outbox instead of computing anything.
 """
@@ -58,7 +61,8 @@ from processors.core.movement import Movement, retraction_of
 FORMAT = 3  # bump when the layout changes; a reader refuses what it does not know
 READS = (2, 3)  # formats still read: 2 had no tail and no inline records (its last chunk is stored)
 CHUNK_FACT_BYTES = 8_192  # a chunk whose facts outgrow this is split (at an instant boundary)
-COMMIT_EVENTS = 64  # new events per commit: bounds a root's `recent` list
+COMMIT_EVENTS = 64  # new events per commit: bounds what one commit adds to a root's `recent` list
+RECENT_BYTES = 4_096  # a root's `recent` entries up to this size stay in it; beyond, they go to index keys
 OUTBOX_PART_BYTES = 32_768
 OUTBOX_INLINE_BYTES = 16_384  # a batch's records up to this size stay in the root, not in outbox keys
 SEP = b"\x00"
@@ -150,7 +154,8 @@ class Root:
     last: Ref | None = None  # the last stored chunk, when there is no tail (format 2)
     tail: Chunk | None = None  # the last chunk, kept in the root; its `prev` is the last stored one
     mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last fact
-    recent: tuple[Seen, ...] = ()  # events this commit added (at most COMMIT_EVENTS)
+    # the index entries not yet under index keys: the last commits' events (see _keep_recent)
+    recent: tuple[Seen, ...] = ()
     garbage: tuple[bytes, ...] = ()  # keys this commit superseded, deleted after it (and again by the next)
     outbox: tuple[tuple[int, int], ...] = ()  # (ver, parts) holding the records of the last batch
     sent: tuple[str, ...] = ()  # or the records themselves, when they are small
@@ -315,6 +320,24 @@ def _index_value(seen: Seen) -> bytes:
     return f"{seen.instant} {seen.fingerprint} {seen.mark}".rstrip().encode()
 
 
+def _seen_bytes(seen: Seen) -> int:
+    """The encoded size of an index entry in a root, near enough to bound roots by."""
+    return len(seen.event_id.encode()) + len(seen.fingerprint) + 40
+
+
+def _keep_recent(kept: Sequence[Seen], new: Sequence[Seen]) -> tuple[tuple[Seen, ...], list[Seen]]:
+    """The index entries the next root keeps, and those that move to index keys now. A sparse account's
+    events stay in its root (an on-time event then writes one changelog record, the root); once the
+    entries outgrow RECENT_BYTES, the kept ones are written under their keys, before the root that drops
+    them, and the root keeps this commit's (at most 2 * COMMIT_EVENTS: a void names two)."""
+    merged = {s.event_id: s for s in kept}
+    merged.update((s.event_id, s) for s in new)
+    if sum(_seen_bytes(s) for s in merged.values()) <= RECENT_BYTES:
+        return tuple(merged.values()), []
+    fresh = {s.event_id: s for s in new}
+    return tuple(fresh.values()), [s for s in kept if s.event_id not in fresh]
+
+
 def _fact_bytes(fact: Fact) -> int:
     """The encoded size of a fact in a chunk, near enough to bound chunks by."""
     return len(fact.event_id.encode()) + len(fact.subscription_id.encode()) + 64
@@ -390,6 +413,13 @@ class Reader:
         return out
 
     def seen(self, account_id: str, event_id: str) -> Seen | None:
+        """The index entry of an event: in the root's `recent` entries or under its key."""
+        for entry in self.root(account_id).recent:
+            if entry.event_id == event_id:
+                return entry
+        return self.indexed(account_id, event_id)
+
+    def indexed(self, account_id: str, event_id: str) -> Seen | None:
         data = self.store.get(index_key(account_id, event_id))
         if data is None:
             return None
@@ -658,8 +688,7 @@ def process(
     before = root = reader.root(account_id)
     asof = max(before.asof, ALL_IN_EFFECT if now is None else now)  # never back: published stays so
     writes: list[tuple[bytes, bytes | None]] = []
-    if confirmed_ver != root.ver:
-        writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
+    if confirmed_ver != root.ver:  # (its index entries are in it: `recent` goes only once written)
         writes += [(key, None) for key in root.garbage]
 
     # Classify every arrival: redelivered (its offset was applied before), a conflict, a duplicate or new.
@@ -667,7 +696,7 @@ def process(
     recent = {s.event_id: s for s in root.recent}
 
     def lookup(event_id: str) -> Seen | None:
-        return batch_seen.get(event_id) or recent.get(event_id) or reader.seen(account_id, event_id)
+        return batch_seen.get(event_id) or recent.get(event_id) or reader.indexed(account_id, event_id)
 
     conflicts: list[tuple[int, Rejection]] = []
     replayed = duplicates = 0
@@ -772,8 +801,10 @@ def process(
         redis_from = commit.redis_from if redis_from is None else min(redis_from, commit.redis_from)
         # The last commit also covers the duplicates and conflicts after the last new fact.
         through = len(arrivals) - 1 if n == len(commits) - 1 else group[-1].position
+        kept_entries, flushed = _keep_recent(root.recent, commit.root.recent)
         root = replace(
             commit.root,
+            recent=kept_entries,
             offsets=offsets_through(through),
             seq=seq,
             outbox=tuple(outbox),
@@ -781,11 +812,11 @@ def process(
             redis_from=redis_from,
         )
         writes += commit.writes
+        writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in flushed]
         decoded += [(chunk_key(account_id, c.ref), c) for c in commit.written]
         root_bytes = encode_root(root)
         reader.roots[account_id] = (root_bytes, root)  # used only once the store holds these very bytes
         writes.append((root_key(account_id), root_bytes))
-        writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in root.recent]
         writes += [(key, None) for key in (*root.garbage, *stale_outbox)]
         stale_outbox = []
         overlay.pending.update(writes)
@@ -796,7 +827,6 @@ def process(
             root,
             ver=root.ver + 1,
             offsets=offsets,
-            recent=(),
             garbage=(),
             outbox=tuple(outbox),
             sent=tuple(inline),
