@@ -7,12 +7,13 @@ Keys (bytes). Every key starts with the account id, and the parts after it follo
 writes every key of an account to the account's partition of the changelog:
 
 * `A`, the root: version, last offset applied per source topic, next record seq, the last chunk itself
-  (the tail, inline: an on-time event rewrites only the root), the current MRR, the index entries of the
-  last events (`recent`, up to RECENT_BYTES), the keys the last commit superseded, the last batch's records
-  when they are small (else the outbox's parts);
-* `A\\0c\\0{start}\\0{ver}`, a chunk before the tail: the facts with instant in [start, next chunk's
-  start), the fold state at `start` and the previous chunk's ref; its facts take at most CHUNK_FACT_BYTES
-  plus one instant's;
+  (the tail, inline: an on-time event rewrites only the root), the chunks before it while they take at
+  most HELD_BYTES (held: a sparse account, whose every event starts a month, writes no chunk key), the
+  current MRR, the index entries of the last events (`recent`, up to RECENT_BYTES), the keys the last
+  commit superseded, the last batch's records when they are small (else the outbox's parts);
+* `A\\0c\\0{start}\\0{ver}`, a stored chunk (before the held ones): the facts with instant in [start,
+  next chunk's start), the fold state at `start` and the previous chunk's ref; its facts take at most
+  CHUNK_FACT_BYTES plus one instant's;
 * `A\\0i\\0{event_id}`, an index entry: instant and fingerprint of an applied event, so deduplication
   never loads history; written when the root's `recent` entries outgrow RECENT_BYTES (a sparse account's
   stay in its root);
@@ -23,9 +24,10 @@ writes every key of an account to the account's partition of the changelog:
   commit `ver`, at most OUTBOX_PART_BYTES a part, kept until the next batch of the account (the batch that
   sent them has been acknowledged by then).
 
-Chunks are immutable: a commit that changes one writes it again under a new version, and, since each chunk
-names its predecessor, rewrites every later chunk too (a late event refolds from its own chunk onward; an
-on-time event changes only the tail, which lives in the root). A month always starts a new chunk and a
+Chunks are immutable: a commit that changes one writes it again under a new version (a held chunk that no
+longer fits in the root is stored under the version it has), and, since each chunk names its predecessor,
+rewrites every later chunk too (a late event refolds from its own chunk onward; an on-time event changes
+only the tail, which lives in the root). A month always starts a new chunk and a
 chunk whose facts outgrow `CHUNK_FACT_BYTES` is split at an instant boundary, so no value grows with the
 account's age.
 
@@ -58,9 +60,11 @@ from processors.core.fact import Fact, instant_of, month_of, utc_of
 from processors.core.intake import Rejection
 from processors.core.movement import Movement, retraction_of
 
-FORMAT = 3  # bump when the layout changes; a reader refuses what it does not know
-READS = (2, 3)  # formats still read: 2 had no tail and no inline records (its last chunk is stored)
+FORMAT = 4  # bump when the layout changes; a reader refuses what it does not know
+# formats still read: 2 had no tail and no inline records (its last chunk is stored), 3 no held chunks
+READS = (2, 3, 4)
 CHUNK_FACT_BYTES = 8_192  # a chunk whose facts outgrow this is split (at an instant boundary)
+HELD_BYTES = 4_096  # chunks before the tail up to this size stay in the root (see _hold)
 COMMIT_EVENTS = 64  # new events per commit: bounds what one commit adds to a root's `recent` list
 RECENT_BYTES = 4_096  # a root's `recent` entries up to this size stay in it; beyond, they go to index keys
 OUTBOX_PART_BYTES = 32_768
@@ -152,7 +156,8 @@ class Root:
     offsets: Mapping[str, int] = field(default_factory=dict)  # source topic -> last offset applied
     seq: int = 0  # the next record's sequence number: record_id = f"{account_id}:{seq}"
     last: Ref | None = None  # the last stored chunk, when there is no tail (format 2)
-    tail: Chunk | None = None  # the last chunk, kept in the root; its `prev` is the last stored one
+    tail: Chunk | None = None  # the last chunk, kept in the root; its `prev` is the last held or stored one
+    held: tuple[Chunk, ...] = ()  # the chunks before the tail kept in the root, oldest first (see _hold)
     mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last fact
     # the index entries not yet under index keys: the last commits' events (see _keep_recent)
     recent: tuple[Seen, ...] = ()
@@ -278,6 +283,7 @@ def encode_root(root: Root) -> bytes:
             "seq": root.seq,
             "last": list(root.last) if root.last else None,
             "t": _chunk_doc(root.tail) if root.tail else None,
+            "h": [_chunk_doc(c) for c in root.held],
             "mrr": dict(root.mrr),
             "new": [list(s) for s in root.recent],
             "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
@@ -305,6 +311,7 @@ def decode_root(account_id: str, data: bytes) -> Root:
         seq=doc["seq"],
         last=Ref(*doc["last"]) if doc["last"] else None,
         tail=tail_chunk,
+        held=tuple(_chunk_from_doc(account_id, c) for c in doc.get("h", ())),
         mrr=doc["mrr"],
         recent=tuple(Seen(*s) for s in doc["new"]),
         garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
@@ -336,6 +343,26 @@ def _keep_recent(kept: Sequence[Seen], new: Sequence[Seen]) -> tuple[tuple[Seen,
         return tuple(merged.values()), []
     fresh = {s.event_id: s for s in new}
     return tuple(fresh.values()), [s for s in kept if s.event_id not in fresh]
+
+
+def _chunk_bytes(chunk: Chunk) -> int:
+    """The encoded size of a chunk, near enough to bound roots by: its facts and its checkpoint."""
+    subscriptions = sum(len(sid.encode()) + 48 for sid in chunk.checkpoint.subscriptions)
+    return 96 + subscriptions + sum(_fact_bytes(f) for f in chunk.facts)
+
+
+def _hold(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The last of these chunks (the ones before the tail) that fit in HELD_BYTES: they stay in the root,
+    so a sparse account, whose every event starts a month, writes no chunk key; the others are stored."""
+    budget = HELD_BYTES
+    held: list[Chunk] = []
+    for chunk in reversed(chunks):
+        budget -= _chunk_bytes(chunk)
+        if budget < 0:
+            break
+        held.append(chunk)
+    held.reverse()
+    return held
 
 
 def _fact_bytes(fact: Fact) -> int:
@@ -399,10 +426,12 @@ class Reader:
         out: list[Chunk] = []
         ref = root.last
         if root.tail is not None:
-            out.append(root.tail)
-            if since is not None and root.tail.start <= since:
-                return out
-            ref = root.tail.prev
+            for chunk in (root.tail, *reversed(root.held)):
+                out.append(chunk)
+                if since is not None and chunk.start <= since:
+                    out.reverse()
+                    return out
+            ref = (root.held[0] if root.held else root.tail).prev
         while ref is not None:
             chunk = self.chunk(account_id, ref)
             out.append(chunk)
@@ -571,8 +600,13 @@ def _commit(
     new_layout = layout([c.start for c in chain], sorted([*kept_facts, *facts]))
     new_folded, _, mrr = _fold_chunks(account_id, base, new_layout, asof)
 
-    # the old tail lives in the old root, not under a key: never kept, never deleted
-    stored = [c for c in chain if c is not root.tail]
+    # the old tail and held chunks live in the old root, not under a key: never kept, never deleted
+    in_root = {id(c) for c in (*root.held, root.tail)}
+    stored = [c for c in chain if id(c) not in in_root]
+    in_chain = {id(c) for c in chain}
+    # chunks before the tail that may stay in the root: the held ones before the chain's first, the new or
+    # changed ones, and held ones unchanged (_hold keeps the last that fit; the others are stored)
+    rooted = [c for c in root.held if id(c) not in in_chain]
     old_by_start = {c.start: c for c in chain}
     old_moves = {c.start: _due(folded[1], root.asof) for c, folded in zip(chain, old_folded, strict=False)}
     writes: list[tuple[bytes, bytes | None]] = []
@@ -590,16 +624,17 @@ def _commit(
             tail = candidate  # the last chunk goes into the root
         elif (
             old is not None
-            and old is not root.tail
             and old.prev == prev
             and old.facts == candidate.facts
             and old.checkpoint == checkpoint
         ):
             prev = old.ref
-            kept.add(prev)
+            if id(old) in in_root:
+                rooted.append(old)
+            else:
+                kept.add(prev)
         else:
-            writes.append((chunk_key(account_id, candidate.ref), encode_chunk(candidate)))
-            written.append(candidate)
+            rooted.append(candidate)
             prev = candidate.ref
         if on_time:
             changed = bool(movements) and instant_of(movements[-1].effective_at) >= facts[0].instant
@@ -609,6 +644,10 @@ def _commit(
             ]
         if changed:
             views.append(ChunkView(start, tuple(movements)))
+    held = _hold(rooted) if tail is not None else []  # (no tail: the root names the last one, stored)
+    for chunk in rooted[: len(rooted) - len(held)]:
+        writes.append((chunk_key(account_id, chunk.ref), encode_chunk(chunk)))
+        written.append(chunk)
     # a chunk whose every fact was voided is gone: its view is emptied
     new_starts = {start for start, _ in new_layout}
     views += [ChunkView(c.start, ()) for c in chain if c.start not in new_starts and old_moves.get(c.start)]
@@ -631,6 +670,7 @@ def _commit(
         seq=root.seq,
         last=prev if tail is None else None,
         tail=tail,
+        held=tuple(held),
         mrr=mrr,
         recent=tuple(entries),
         garbage=garbage,

@@ -22,12 +22,12 @@ from processors.generate import HistoryGenerator, arrange, busy_account, parse_m
 from processors.stream.state import (
     CHUNK_FACT_BYTES,
     CONFLICT,
+    HELD_BYTES,
     OUTBOX_INLINE_BYTES,
     RECENT_BYTES,
     Arrival,
     Published,
     Reader,
-    Ref,
     Update,
     chunk_key,
     chunk_views,
@@ -123,14 +123,45 @@ def test_on_time_events_rewrite_only_the_root_and_publish_once() -> None:
     assert [k for k, _ in second.writes] == [b"acct-1"]
     tail = Reader(table).root("acct-1").tail
     assert tail is not None and [f.event_id for f in tail.facts] == [a.event_id, b.event_id]
-    # a new month seals the tail into a stored chunk, and the new month's chunk is the tail
+    # a new month starts a new tail; the old one is held in the root, still no chunk key
     c = fx("upgrade", at="2025-02-03T00:00:00Z", amount="160.00")
     third = process(Reader(table), "acct-1", [Arrival(SOURCE, 2, c)], render, second.root.ver)
     table.apply(third.writes)
-    assert [k for k, v in third.writes if b"\x00c\x00" in k and v is not None] == [
-        chunk_key("acct-1", Ref(tail.start, third.root.ver))
-    ]
+    assert [k for k, _ in third.writes] == [b"acct-1"]
+    assert [h.facts for h in third.root.held] == [tail.facts]
     check_state(table, [a, b, c])
+
+
+def test_chunks_before_the_tail_stay_in_the_root_up_to_a_bound_then_the_oldest_are_stored() -> None:
+    table = Table()
+    facts = [
+        fx(
+            "upgrade" if n else "subscribe",
+            at=f"{2020 + n // 12}-{n % 12 + 1:02d}-05T00:00:00Z",
+            amount=f"{100 + n}.00",
+        )
+        for n in range(120)  # one event a month: each starts a chunk
+    ]
+    confirmed: int | None = None
+    stored: list[bytes] = []
+    for offset, fact in enumerate(facts):
+        update = process(Reader(table), "acct-1", [Arrival(SOURCE, offset, fact)], render, confirmed)
+        table.apply(update.writes)
+        confirmed = update.root.ver
+        stored += [k for k, v in update.writes if b"\x00c\x00" in k and v is not None]
+        held = update.root.held
+        assert sum(len(encode_chunk(c)) for c in held) <= HELD_BYTES
+        # the tail, then the held chunks, then the stored ones: one chain, in order, no gap
+        chain = Reader(table).chain("acct-1", update.root, None)
+        assert [c.start for c in chain] == sorted({c.start for c in chain})
+        assert [c.prev for c in chain[1:]] == [c.ref for c in chain[:-1]]
+    assert len(stored) >= 60 and len(Reader(table).root("acct-1").held) >= 5
+    # a late event in a stored month refolds from it onward and still equals the replay
+    late = fx("downgrade", at="2021-03-20T00:00:00Z", amount="50.00")
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 120, late)], render, confirmed)
+    table.apply(update.writes)
+    assert any(p.movement.record == "retraction" for p in update.publish)
+    check_state(table, [*facts, late])
 
 
 def test_duplicate_publishes_nothing_and_conflict_is_named() -> None:
@@ -414,12 +445,14 @@ def test_crashes_at_any_instant_neither_lose_nor_double_count(seed: int, crashes
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 8))
-def test_crashes_while_index_entries_move_out_of_roots_neither_lose_nor_double_count(
+def test_crashes_while_entries_and_chunks_move_out_of_roots_neither_lose_nor_double_count(
     seed: int, crashes: int
 ) -> None:
-    # a root keeping one or two entries: nearly every commit writes index keys before its root
+    # a root keeping one or two index entries and a chunk or none before the tail: nearly every commit
+    # writes index keys and chunks before its root
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("processors.stream.state.RECENT_BYTES", 120)
+        patch.setattr("processors.stream.state.HELD_BYTES", 300)
         check_crashes(seed, crashes)
 
 
