@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from pydantic_core import to_json
 from redis.exceptions import WatchError
 
 from processors.core.aggregates import MonthKey, MonthTotals, monthly_aggregates, monthly_totals
@@ -51,46 +52,47 @@ _TOTAL_FIELDS = tuple(f.name for f in fields(MonthTotals))
 LATEST_KEPT = 500
 ACCOUNT_MOVEMENTS_KEPT = 5_000  # at most this many of an account's movements in one API answer
 
-# One account's batch. ARGV: prefix, account_id, version, n_mrr, then n_mrr (CUR, "12.34") pairs, then per
-# chunk: start, month, movements JSON, n_fields, then n_fields ("CUR|field", integer) pairs.
+# A batch's accounts in one call (one command to send and one reply to read, not one per account). ARGV:
+# prefix, then a JSON array with per account [account_id, version, [[CUR, "12.34"], ...], chunks], per
+# chunk [start, month, movements JSON, [["CUR|field", "integer"], ...]]. Instants and integers travel as
+# strings: a Lua number passed to redis.call is formatted with 14 digits.
 # A chunk whose stored version is not older is left alone; so is the account's MRR.
 _REPLACE = """
-local p, acct, version = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local n_mrr = tonumber(ARGV[4])
-local akey = p .. 'account:' .. acct
-if tonumber(redis.call('HGET', akey, '_version') or '-1') < version then
-  redis.call('DEL', akey)
-  redis.call('HSET', akey, '_version', version)
-  for i = 5, 4 + 2 * n_mrr, 2 do redis.call('HSET', akey, ARGV[i], ARGV[i + 1]) end
-end
+local p = ARGV[1]
 local changed = 0
-local i = 5 + 2 * n_mrr
-while i <= #ARGV do
-  local start, month, moves, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local first, last = i + 4, i + 3 + 2 * n
-  i = last + 1
-  local ckey = p .. 'contrib:' .. acct .. ':' .. start
-  if tonumber(redis.call('HGET', ckey, '_v') or '-1') < version then
-    redis.call('SET', p .. 'moves:' .. acct .. ':' .. start, moves)
-    redis.call('ZADD', p .. 'chunks:' .. acct, tonumber(start), start)
-    local delta = {}
-    local old = redis.call('HGETALL', ckey)
-    for j = 1, #old, 2 do
-      if old[j] ~= '_v' then delta[old[j]] = -tonumber(old[j + 1]) end
-    end
-    redis.call('DEL', ckey)
-    redis.call('HSET', ckey, '_v', version)
-    for j = first, last, 2 do
-      local f, v = ARGV[j], tonumber(ARGV[j + 1])
-      delta[f] = (delta[f] or 0) + v
-      redis.call('HSET', ckey, f, ARGV[j + 1])
-    end
-    for f, d in pairs(delta) do
-      if d ~= 0 then
-        local cur, name = string.match(f, '^([^|]+)|(.+)$')
-        redis.call('HINCRBY', p .. 'totals:' .. month .. ':' .. cur, name, string.format('%d', d))
-        redis.call('SADD', p .. 'buckets', month .. ':' .. cur)
-        changed = 1
+for _, a in ipairs(cjson.decode(ARGV[2])) do
+  local acct, version = a[1], a[2]
+  local akey = p .. 'account:' .. acct
+  if tonumber(redis.call('HGET', akey, '_version') or '-1') < version then
+    redis.call('DEL', akey)
+    redis.call('HSET', akey, '_version', string.format('%d', version))
+    for _, pair in ipairs(a[3]) do redis.call('HSET', akey, pair[1], pair[2]) end
+  end
+  for _, c in ipairs(a[4]) do
+    local start, month, moves = c[1], c[2], c[3]
+    local ckey = p .. 'contrib:' .. acct .. ':' .. start
+    if tonumber(redis.call('HGET', ckey, '_v') or '-1') < version then
+      redis.call('SET', p .. 'moves:' .. acct .. ':' .. start, moves)
+      redis.call('ZADD', p .. 'chunks:' .. acct, tonumber(start), start)
+      local delta = {}
+      local old = redis.call('HGETALL', ckey)
+      for j = 1, #old, 2 do
+        if old[j] ~= '_v' then delta[old[j]] = -tonumber(old[j + 1]) end
+      end
+      redis.call('DEL', ckey)
+      redis.call('HSET', ckey, '_v', string.format('%d', version))
+      for _, pair in ipairs(c[4]) do
+        local f = pair[1]
+        delta[f] = (delta[f] or 0) + tonumber(pair[2])
+        redis.call('HSET', ckey, f, pair[2])
+      end
+      for f, d in pairs(delta) do
+        if d ~= 0 then
+          local cur, name = string.match(f, '^([^|]+)|(.+)$')
+          redis.call('HINCRBY', p .. 'totals:' .. month .. ':' .. cur, name, string.format('%d', d))
+          redis.call('SADD', p .. 'buckets', month .. ':' .. cur)
+          changed = 1
+        end
       end
     end
   end
@@ -198,18 +200,27 @@ class RedisView:
         self, accounts: Sequence[AccountView], rejected: Iterable[str] = (), latest: Sequence[str] = ()
     ) -> None:
         """One transactional pipeline for a whole batch: all of it lands, or none of it."""
+        batch = [
+            [
+                view.account_id,
+                view.version,
+                [[currency, format_cents(cents)] for currency, cents in sorted(view.mrr.items())],
+                [
+                    [
+                        str(chunk.start),
+                        chunk.month,
+                        "[" + ",".join(record_json(m) for m in chunk.movements) + "]",
+                        [[name, str(value)] for name, value in sorted(contribution(chunk.movements).items())],
+                    ]
+                    for chunk in view.chunks
+                ],
+            ]
+            for view in accounts
+        ]
         async with self.client.pipeline(transaction=True) as pipe:
+            if batch:
+                await self._replace(keys=[], args=[self.prefix, to_json(batch).decode()], client=pipe)
             for view in accounts:
-                args: list[str | int] = [self.prefix, view.account_id, view.version, len(view.mrr)]
-                for currency, cents in sorted(view.mrr.items()):
-                    args += [currency, format_cents(cents)]
-                for chunk in view.chunks:
-                    share = contribution(chunk.movements)
-                    moves = "[" + ",".join(record_json(m) for m in chunk.movements) + "]"
-                    args += [str(chunk.start), chunk.month, moves, len(share)]
-                    for name, value in sorted(share.items()):
-                        args += [name, value]
-                await self._replace(keys=[], args=args, client=pipe)
                 if view.scheduled is not None:
                     first = min((instant_of(m.effective_at) for m in view.scheduled), default=None)
                     moves = "[" + ",".join(record_json(m) for m in view.scheduled) + "]"
