@@ -12,6 +12,8 @@ from schemas.scheduled import ScheduledChanges
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._published: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
+        self._outcomes: dict[str, Counter] = {}
         self.events = Counter(
             "mrr_events_total",
             "Billing events by outcome: applied, duplicate (a resend), "
@@ -138,8 +140,22 @@ class Metrics:
 
     def published(self, movement: Movement) -> None:
         labels = (movement.type, movement.currency, movement.record)
-        self.movements.labels(*labels).inc()
-        self.movement_amount.labels(*labels).inc(abs(movement.amount) / 100)
+        # the labelled children, looked up once: labels() costs more than the increments (never cleared)
+        children = self._published.get(labels)
+        if children is None:
+            children = self._published[labels] = (
+                self.movements.labels(*labels),
+                self.movement_amount.labels(*labels),
+            )
+        children[0].inc()
+        children[1].inc(abs(movement.amount) / 100)
+
+    def outcome(self, name: str) -> Counter:
+        """The `mrr_events_total` child of an outcome (never cleared: kept once looked up)."""
+        child = self._outcomes.get(name)
+        if child is None:
+            child = self._outcomes[name] = self.events.labels(name)
+        return child
 
     def scheduled(self, windows: list[ScheduledChanges]) -> None:
         """The scheduled totals of each window (30d, 60d, 90d); a series with nothing left is removed."""

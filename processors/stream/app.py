@@ -112,7 +112,8 @@ class FaustTable:
             if not fut.cancelled() and fut.exception() is None:
                 data.set_persisted_offset(TP(topic, partition), fut.result().offset)
 
-        sent.add_done_callback(persisted)
+        if self.raw is None:  # (the memory store has no offsets to remember)
+            sent.add_done_callback(persisted)
         return sent  # type: ignore[no-any-return]
 
 

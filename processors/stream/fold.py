@@ -62,6 +62,14 @@ REFETCH_MAX = 10_000  # a larger hole is taken as deliberate: an offset reset, o
 Refetch = Callable[[str, int, int, int], Awaitable[list[Record]]]
 
 
+async def acknowledged(deliveries: Iterable[Awaitable[object]]) -> None:
+    """Wait until every delivery is acknowledged; the first failure raises. (In turn, not by gather: they
+    complete about in the order sent, most are done when reached, and gather's per-future callbacks cost
+    a worker several percent.)"""
+    for delivery in deliveries:
+        await delivery
+
+
 def position_key(topic: str, partition: int) -> bytes:
     return POSITION + f"{topic}\x00{partition}".encode()
 
@@ -398,7 +406,7 @@ class FoldStage:
             )
             updates += [(account, update, originals) for update, originals in applied]
         await self._positions(records, written)
-        await asyncio.gather(*written)  # the state is durable before anything it caused leaves
+        await acknowledged(written)  # the state is durable before anything it caused leaves
 
         views: list[AccountView] = []
         latest: list[str] = []
@@ -414,9 +422,9 @@ class FoldStage:
             for i, reason in update.conflicts:
                 sent.append(await self._dead_letter(originals[i], reason, conflict=True))
                 rejected.append(str(originals[i].source))
-            self.metrics.events.labels("applied").inc(update.applied)
-            self.metrics.events.labels("duplicate").inc(update.duplicates)
-            self.metrics.events.labels("replayed").inc(update.replayed)
+            self.metrics.outcome("applied").inc(update.applied)
+            self.metrics.outcome("duplicate").inc(update.duplicates)
+            self.metrics.outcome("replayed").inc(update.replayed)
             if update.replayed:
                 log.info(
                     "account %s: %d arrivals redelivered after a restart, %d records sent again",
@@ -431,7 +439,7 @@ class FoldStage:
         for source in rejected:
             where = partition_for(source, self.partitions)
             sent.append(await self.table.write(where, DEAD + source.encode(), b""))
-        await asyncio.gather(*sent)
+        await acknowledged(sent)
         # The due key changes only once what the root's commit published is acknowledged: a crash before
         # leaves the old instant, so the account is processed again after the restart, and the records of
         # a scheduled event applied by the timer (no input record to redeliver) are sent again.
@@ -445,7 +453,7 @@ class FoldStage:
                 where = partition_for(account, self.partitions)
                 marked.append(await self.table.write(where, key, value))
             self._reschedule(account, at)
-        await asyncio.gather(*marked)
+        await acknowledged(marked)
         for account, update, _ in updates:
             self.confirmed[account] = update.root.ver
         if len(self.confirmed) > CACHE_CHUNKS:

@@ -135,6 +135,8 @@ class Chunk:
     prev: Ref | None
     checkpoint: Checkpoint
     facts: tuple[Fact, ...]
+    # its JSON, made once (a chunk never changes): a held chunk is written in every root that holds it
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> Ref:
@@ -254,11 +256,17 @@ def _chunk_doc(chunk: Chunk) -> dict[str, Any]:
 
 
 def encode_chunk(chunk: Chunk) -> bytes:
-    return _dumps(_chunk_doc(chunk))
+    data = chunk.encoded
+    if data is None:
+        data = _dumps(_chunk_doc(chunk))
+        object.__setattr__(chunk, "encoded", data)  # a cache of a frozen value's own encoding
+    return data
 
 
 def decode_chunk(account_id: str, data: bytes) -> Chunk:
-    return _chunk_from_doc(account_id, json.loads(data))
+    chunk = _chunk_from_doc(account_id, json.loads(data))
+    object.__setattr__(chunk, "encoded", data)
+    return chunk
 
 
 def _chunk_from_doc(account_id: str, doc: dict[str, Any]) -> Chunk:
@@ -275,24 +283,32 @@ def _chunk_from_doc(account_id: str, doc: dict[str, Any]) -> Chunk:
 
 
 def encode_root(root: Root) -> bytes:
-    return _dumps(
-        {
-            "v": FORMAT,
-            "ver": root.ver,
-            "off": dict(root.offsets),
-            "seq": root.seq,
-            "last": list(root.last) if root.last else None,
-            "t": _chunk_doc(root.tail) if root.tail else None,
-            "h": [_chunk_doc(c) for c in root.held],
-            "mrr": dict(root.mrr),
-            "new": [list(s) for s in root.recent],
-            "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
-            "ob": [list(o) for o in root.outbox],
-            "sent": list(root.sent),
-            "rf": root.redis_from,
-            "ao": root.asof,
-            "due": root.due,
-        }
+    # the chunks' own JSON spliced in: a held chunk is encoded once, not in every root that holds it
+    tail = encode_chunk(root.tail) if root.tail else b"null"
+    held = b",".join(encode_chunk(c) for c in root.held)
+    return (
+        b'{"t":'
+        + tail
+        + b',"h":['
+        + held
+        + b"],"
+        + _dumps(
+            {
+                "v": FORMAT,
+                "ver": root.ver,
+                "off": dict(root.offsets),
+                "seq": root.seq,
+                "last": list(root.last) if root.last else None,
+                "mrr": dict(root.mrr),
+                "new": [list(s) for s in root.recent],
+                "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
+                "ob": [list(o) for o in root.outbox],
+                "sent": list(root.sent),
+                "rf": root.redis_from,
+                "ao": root.asof,
+                "due": root.due,
+            }
+        )[1:]
     )
 
 
@@ -345,19 +361,13 @@ def _keep_recent(kept: Sequence[Seen], new: Sequence[Seen]) -> tuple[tuple[Seen,
     return tuple(fresh.values()), [s for s in kept if s.event_id not in fresh]
 
 
-def _chunk_bytes(chunk: Chunk) -> int:
-    """The encoded size of a chunk, near enough to bound roots by: its facts and its checkpoint."""
-    subscriptions = sum(len(sid.encode()) + 48 for sid in chunk.checkpoint.subscriptions)
-    return 96 + subscriptions + sum(_fact_bytes(f) for f in chunk.facts)
-
-
 def _hold(chunks: Sequence[Chunk]) -> list[Chunk]:
     """The last of these chunks (the ones before the tail) that fit in HELD_BYTES: they stay in the root,
     so a sparse account, whose every event starts a month, writes no chunk key; the others are stored."""
     budget = HELD_BYTES
     held: list[Chunk] = []
     for chunk in reversed(chunks):
-        budget -= _chunk_bytes(chunk)
+        budget -= len(encode_chunk(chunk)) + 1
         if budget < 0:
             break
         held.append(chunk)
