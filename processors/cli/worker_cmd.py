@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     # Faust's terminal spinner sets the root logger to DEBUG to spin on every record: every debug line
     # of aiokafka and Faust was then built and formatted (measured: a tenth of the worker's time).
     worker.spinner = None
-    gc.freeze()  # what start-up built lives as long as the process: never scanned again
+    gc.freeze()  # the modules and the app's definitions live as long as the process: never scanned again
     gc.set_threshold(*GC_THRESHOLDS)
     worker.execute_from_commandline()
     return 0

@@ -51,11 +51,15 @@ from schemas.movement import MovementRecord
 _TOTAL_FIELDS = tuple(f.name for f in fields(MonthTotals))
 LATEST_KEPT = 500
 ACCOUNT_MOVEMENTS_KEPT = 5_000  # at most this many of an account's movements in one API answer
+# accounts per script call, by size: a rebuild's 200 accounts with all their chunks may be large, and one
+# script runs without a break (other clients get BUSY past 5 s), so long ones are cut
+REPLACE_CALL_BYTES = 1 << 20
 
-# A batch's accounts in one call (one command to send and one reply to read, not one per account). ARGV:
-# prefix, then a JSON array with per account [account_id, version, [[CUR, "12.34"], ...], chunks], per
-# chunk [start, month, movements JSON, [["CUR|field", "integer"], ...]]. Instants and integers travel as
-# strings: a Lua number passed to redis.call is formatted with 14 digits.
+# A batch's accounts in one call (one command to send and one reply to read, not one per account; a call
+# per REPLACE_CALL_BYTES of them). ARGV: prefix, then a JSON array with per account [account_id, version,
+# [[CUR, "12.34"], ...], chunks], per chunk [start, month, movements JSON, [["CUR|field", "integer"],
+# ...]]. Instants and sums travel as strings: Lua concatenation (`..`, the chunk keys) writes a number
+# with 14 significant digits, and a µs instant has 16.
 # A chunk whose stored version is not older is left alone; so is the account's MRR.
 _REPLACE = """
 local p = ARGV[1]
@@ -200,26 +204,35 @@ class RedisView:
         self, accounts: Sequence[AccountView], rejected: Iterable[str] = (), latest: Sequence[str] = ()
     ) -> None:
         """One transactional pipeline for a whole batch: all of it lands, or none of it."""
-        batch = [
-            [
-                view.account_id,
-                view.version,
-                [[currency, format_cents(cents)] for currency, cents in sorted(view.mrr.items())],
+        calls: list[list[bytes]] = [[]]
+        size = 0
+        for view in accounts:
+            entry = to_json(
                 [
+                    view.account_id,
+                    view.version,
+                    [[currency, format_cents(cents)] for currency, cents in sorted(view.mrr.items())],
                     [
-                        str(chunk.start),
-                        chunk.month,
-                        "[" + ",".join(record_json(m) for m in chunk.movements) + "]",
-                        [[name, str(value)] for name, value in sorted(contribution(chunk.movements).items())],
-                    ]
-                    for chunk in view.chunks
-                ],
-            ]
-            for view in accounts
-        ]
+                        [
+                            str(chunk.start),
+                            chunk.month,
+                            "[" + ",".join(record_json(m) for m in chunk.movements) + "]",
+                            [[f, str(v)] for f, v in sorted(contribution(chunk.movements).items())],
+                        ]
+                        for chunk in view.chunks
+                    ],
+                ]
+            )
+            if calls[-1] and size + len(entry) > REPLACE_CALL_BYTES:
+                calls.append([])
+                size = 0
+            calls[-1].append(entry)
+            size += len(entry) + 1
         async with self.client.pipeline(transaction=True) as pipe:
-            if batch:
-                await self._replace(keys=[], args=[self.prefix, to_json(batch).decode()], client=pipe)
+            for call in calls:
+                if call:
+                    batch = (b"[" + b",".join(call) + b"]").decode()
+                    await self._replace(keys=[], args=[self.prefix, batch], client=pipe)
             for view in accounts:
                 if view.scheduled is not None:
                     first = min((instant_of(m.effective_at) for m in view.scheduled), default=None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
@@ -36,6 +37,7 @@ from processors.stream.intake import Record
 from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
 from processors.stream.refetch import BrokerRefetch
 from processors.stream.refresh import RefreshStage
+from processors.stream.state import UnknownFormat
 from processors.stream.stripe import StripeStage
 
 log = logging.getLogger("mrr_stream")
@@ -48,7 +50,15 @@ DUE_SECONDS = 0.5  # how often scheduled events are looked for: applied within t
 def crash(stage: str) -> NoReturn:
     """Die like a kill -9: nothing of the batch is acked or committed, so all of it is redelivered.
     (Raising would not do: take_events() acks a batch's events even when its body raises.)"""
-    log.exception("%s batch failed: exiting without commit so that the batch is processed again", stage)
+    error = sys.exc_info()[1]
+    if isinstance(error, UnknownFormat):  # an ordinary deployment mistake: one clear line
+        log.error(
+            "the accounts table holds state written by a newer mrr-stream (%s): run one version on every "
+            "worker; exiting without commit, nothing is lost",
+            error,
+        )
+    else:
+        log.exception("%s batch failed: exiting without commit so that the batch is processed again", stage)
     logging.shutdown()
     os._exit(70)
 

@@ -44,6 +44,7 @@ from processors.stream.state import (
     Published,
     Reader,
     Root,
+    UnknownFormat,
     Update,
     due_key,
     is_due_key,
@@ -197,6 +198,8 @@ class FoldStage:
         propagate, and the worker exits without commit.)"""
         try:
             update = process(reader, account, arrivals, render, self.confirmed.get(account), now)
+        except UnknownFormat:
+            raise  # state from a newer version: no record is at fault; stop, and lose none of them
         except Exception:
             log.exception("account %s: a batch failed to apply; applying its records one by one", account)
         else:
@@ -206,6 +209,8 @@ class FoldStage:
         for arrival, original in zip(arrivals, originals, strict=True):
             try:
                 update = process(reader, account, [arrival], render, self.confirmed.get(account), now)
+            except UnknownFormat:
+                raise
             except Exception as exc:
                 reason = Rejection(RECORD, f"could not be applied: {type(exc).__name__}: {exc}"[:500])
                 sent.append(await self._dead_letter(original, reason, error=exc))

@@ -76,6 +76,11 @@ CONFLICT = Rejection("event_id", "already used by an event with different conten
 ALL_IN_EFFECT = instant_of(datetime(3000, 1, 1, tzinfo=UTC))
 
 
+class UnknownFormat(ValueError):
+    """State written by a newer version: not a record's fault, so the worker stops rather than
+    dead-letter the account's events (processors/stream/fold.py)."""
+
+
 class Store(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
@@ -136,7 +141,8 @@ class Chunk:
     checkpoint: Checkpoint
     facts: tuple[Fact, ...]
     # its JSON, made once (a chunk never changes): a held chunk is written in every root that holds it
-    encoded: bytes | None = field(default=None, compare=False, repr=False)
+    # (not an argument: dataclasses.replace must not carry one chunk's encoding to another)
+    encoded: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def ref(self) -> Ref:
@@ -271,7 +277,7 @@ def decode_chunk(account_id: str, data: bytes) -> Chunk:
 
 def _chunk_from_doc(account_id: str, doc: dict[str, Any]) -> Chunk:
     if doc.get("v") not in READS:
-        raise ValueError(f"unknown chunk format {doc.get('v')!r}")
+        raise UnknownFormat(f"unknown chunk format {doc.get('v')!r}")
     prev = doc["p"]
     return Chunk(
         doc["s"],
@@ -315,7 +321,7 @@ def encode_root(root: Root) -> bytes:
 def decode_root(account_id: str, data: bytes) -> Root:
     doc = json.loads(data)
     if doc.get("v") not in READS:
-        raise ValueError(f"unknown root format {doc.get('v')!r}")
+        raise UnknownFormat(f"unknown root format {doc.get('v')!r}")
     tail = doc.get("t")
     tail_chunk = _chunk_from_doc(account_id, tail) if tail else None
     # A root without "ao" was written before events could be scheduled: what it holds is in effect (its
@@ -345,7 +351,7 @@ def _index_value(seen: Seen) -> bytes:
 
 def _seen_bytes(seen: Seen) -> int:
     """The encoded size of an index entry in a root, near enough to bound roots by."""
-    return len(seen.event_id.encode()) + len(seen.fingerprint) + 40
+    return len(seen.event_id.encode()) + len(seen.fingerprint) + 48
 
 
 def _keep_recent(kept: Sequence[Seen], new: Sequence[Seen]) -> tuple[tuple[Seen, ...], list[Seen]]:
@@ -715,6 +721,21 @@ class _Op(NamedTuple):
     removes: Seen | None
 
 
+def _commits(ops: Sequence[_Op]) -> list[list[_Op]]:
+    """The arrivals' commits: at most COMMIT_EVENTS each, and index entries of at most RECENT_BYTES (plus
+    one arrival's), since a root keeps its own commit's entries: long ids cannot swell a root."""
+    commits: list[list[_Op]] = []
+    size = 0
+    for op in ops:
+        grow = sum(_seen_bytes(s) for s in op.entries)
+        if not commits or len(commits[-1]) >= COMMIT_EVENTS or size + grow > RECENT_BYTES:
+            commits.append([])
+            size = 0
+        commits[-1].append(op)
+        size += grow
+    return commits
+
+
 def process(
     reader: Reader,
     account_id: str,
@@ -814,7 +835,7 @@ def process(
             offsets[arrival.source] = max(offsets.get(arrival.source, -1), arrival.offset)
         return offsets
 
-    commits: list[list[_Op]] = [ops[i : i + COMMIT_EVENTS] for i in range(0, len(ops), COMMIT_EVENTS)]
+    commits = _commits(ops)
     if not commits and before.due is not None and before.due <= asof:
         commits = [[]]  # nothing new, but scheduled events fell due
     for n, group in enumerate(commits):

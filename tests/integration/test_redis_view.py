@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from processors.generate import HistoryGenerator, arrange, parse_month
 from processors.replay import AccountOutcome, replay
-from processors.sinks.redis_view import AccountView, RedisView
+from processors.sinks.redis_view import REPLACE_CALL_BYTES, AccountView, RedisView
 
 
 def _replayed(seed: int) -> tuple[list[str], object]:
@@ -20,7 +22,11 @@ def view(state: AccountOutcome) -> AccountView:
     return AccountView.of(state.account_id, state.events, state.mrr, state.movements)
 
 
-def test_rows_equal_the_replay_whatever_the_write_order(redis_url: str, redis_prefix: str) -> None:
+@pytest.mark.parametrize("call_bytes", [REPLACE_CALL_BYTES, 1])  # 1: one script call per account
+def test_rows_equal_the_replay_whatever_the_write_order(
+    redis_url: str, redis_prefix: str, call_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("processors.sinks.redis_view.REPLACE_CALL_BYTES", call_bytes)
     _, outcome = _replayed(11)
     assert hasattr(outcome, "accounts")
     states = list(outcome.accounts.values())
