@@ -44,6 +44,7 @@ log = logging.getLogger("mrr_stream")
 
 
 IDLE_SECONDS = 5.0  # no batch for this long: look for records the consumer passed over
+LAG_SECONDS = 1.0  # how often the lag gauge is set
 DUE_SECONDS = 0.5  # how often scheduled events are looked for: applied within this of their instant
 
 
@@ -308,7 +309,9 @@ def create_app(
         except Exception:
             crash("scheduled")
 
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    last_lag = [time.monotonic()]
+
+    @app.timer(interval=LAG_SECONDS)  # type: ignore[untyped-decorator]
     async def lag() -> None:
         """Lag from the partitions' end offsets, on a timer: a stuck worker shows it rising."""
         consumer = app.consumer
@@ -317,7 +320,9 @@ def create_app(
             for tp in consumer.assignment()
             if tp.topic in sources
         }
-        metrics.lag.labels("fold").set(fold_stage.lag.seconds(time.time(), ends))
+        stalled = time.monotonic() - last_lag[0] > 3 * LAG_SECONDS  # the loop stood still meanwhile
+        last_lag[0] = time.monotonic()
+        metrics.lag.labels("fold").set(fold_stage.lag.seconds(time.time(), ends, stalled))
         metrics.records_behind.set(fold_stage.lag.records_behind(ends))
 
     return app

@@ -4,7 +4,11 @@ A batch-end timestamp alone cannot show a stuck worker (nothing ends); this cloc
 every assigned partition is processed up to its end offset the worker is caught up (0 s); otherwise the lag
 is the age of the last record processed (a backlog's records are as old as the wait), and at least the
 time since the worker was last caught up (a stuck worker processes nothing). The end offsets and the clock
-are passed in."""
+are passed in.
+
+A reading right after the loop stood still (a stopped process, a long pause) does not count as caught up:
+the end offsets the consumer knows come from its last fetch, from before the pause, so they cannot show
+what arrived meanwhile."""
 
 from __future__ import annotations
 
@@ -24,9 +28,12 @@ class LagClock:
         self.processed[key] = max(self.processed.get(key, 0), offset + 1)
         self.last_timestamp = max(self.last_timestamp, timestamp)
 
-    def seconds(self, now: float, ends: Mapping[Partition, int | None]) -> float:
-        """`ends`: each assigned partition's end offset (None: not known yet)."""
+    def seconds(self, now: float, ends: Mapping[Partition, int | None], stalled: bool = False) -> float:
+        """`ends`: each assigned partition's end offset (None: not known yet). `stalled`: the loop stood
+        still since the last reading (then `ends` may be stale)."""
         behind = any(end is not None and end > self.processed.get(tp, 0) for tp, end in ends.items())
+        if not behind and stalled:  # (not the last record's age: on a quiet topic it is any age)
+            return max(0.0, now - self.caught_up_at)
         if not behind:
             self.caught_up_at = now
             return 0.0
