@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -96,6 +96,25 @@ def with_voids(facts: list[Fact], seed: int, voids: int = 6) -> list[Fact]:
     return out
 
 
+def seat_changes(count: int, at: Callable[[int], str]) -> list[Fact]:
+    """A subscribe, then upgrades: event n at `at(n)`, for 100 + n dollars."""
+    return [
+        fx("upgrade" if n else "subscribe", event_id=f"ev-{n:04d}", at=at(n), amount=f"{100 + n}.00")
+        for n in range(count)
+    ]
+
+
+def one_by_one(table: Table, account: str, facts: Sequence[Fact]) -> Iterator[Update]:
+    """Each fact a batch of its own, as the stage applies it (its writes in the table, its root confirmed);
+    yields each update once its writes are in the table."""
+    confirmed: int | None = None
+    for offset, fact in enumerate(facts):
+        update = process(Reader(table), account, [Arrival(SOURCE, offset, fact)], render, confirmed)
+        table.apply(update.writes)
+        confirmed = update.root.ver
+        yield update
+
+
 def expected(facts: Sequence[Fact]) -> dict[str, AccountState]:
     by_account: dict[str, list[Fact]] = {}
     for f in facts:
@@ -151,20 +170,10 @@ def test_on_time_events_rewrite_only_the_root_and_publish_once() -> None:
 
 def test_chunks_before_the_tail_stay_in_the_root_up_to_a_bound_then_the_oldest_are_stored() -> None:
     table = Table()
-    facts = [
-        fx(
-            "upgrade" if n else "subscribe",
-            at=f"{2020 + n // 12}-{n % 12 + 1:02d}-05T00:00:00Z",
-            amount=f"{100 + n}.00",
-        )
-        for n in range(120)  # one event a month: each starts a chunk
-    ]
-    confirmed: int | None = None
+    # one event a month: each starts a chunk
+    facts = seat_changes(120, lambda n: f"{2020 + n // 12}-{n % 12 + 1:02d}-05T00:00:00Z")
     stored: list[bytes] = []
-    for offset, fact in enumerate(facts):
-        update = process(Reader(table), "acct-1", [Arrival(SOURCE, offset, fact)], render, confirmed)
-        table.apply(update.writes)
-        confirmed = update.root.ver
+    for update in one_by_one(table, "acct-1", facts):
         stored += [k for k, v in update.writes if b"\x00c\x00" in k and v is not None]
         held = update.root.held
         assert sum(len(encode_chunk(c)) for c in held) <= HELD_BYTES
@@ -175,7 +184,7 @@ def test_chunks_before_the_tail_stay_in_the_root_up_to_a_bound_then_the_oldest_a
     assert len(stored) >= 60 and len(Reader(table).root("acct-1").held) >= 5
     # a late event in a stored month refolds from it onward and still equals the replay
     late = fx("downgrade", at="2021-03-20T00:00:00Z", amount="50.00")
-    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 120, late)], render, confirmed)
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 120, late)], render, update.root.ver)
     table.apply(update.writes)
     assert any(p.movement.record == "retraction" for p in update.publish)
     check_state(table, [*facts, late])
@@ -192,27 +201,15 @@ def test_duplicate_publishes_nothing_and_conflict_is_named() -> None:
 
 def test_index_entries_move_out_of_the_root_once_they_outgrow_it_and_still_find_old_events() -> None:
     table = Table()
-    facts = [
-        fx(
-            "upgrade" if n else "subscribe",
-            event_id=f"ev-{n:04d}",
-            at=f"2025-01-01T{n // 60:02d}:{n % 60:02d}:00Z",
-            amount=f"{100 + n}.00",
-        )
-        for n in range(300)
-    ]
-    confirmed: int | None = None
+    facts = seat_changes(300, lambda n: f"2025-01-01T{n // 60:02d}:{n % 60:02d}:00Z")
     flushes = 0
-    for offset, fact in enumerate(facts):
-        update = process(Reader(table), "acct-1", [Arrival(SOURCE, offset, fact)], render, confirmed)
+    for fact, update in zip(facts, one_by_one(table, "acct-1", facts), strict=True):
         keys = [k for k, _ in update.writes]
         index = [k for k in keys if b"\x00i\x00" in k]
         if index:  # written before the root that drops them, which keeps only this commit's event
             flushes += 1
             assert keys.index(b"acct-1") > max(keys.index(k) for k in index)
             assert [s.event_id for s in update.root.recent] == [fact.event_id]
-        table.apply(update.writes)
-        confirmed = update.root.ver
         root_bytes = table[b"acct-1"]
         assert len(json.loads(root_bytes)["new"]) * 50 <= RECENT_BYTES + 50
     assert flushes >= 3
@@ -226,7 +223,7 @@ def test_index_entries_move_out_of_the_root_once_they_outgrow_it_and_still_find_
         "acct-1",
         [Arrival(SOURCE, 300, facts[0]), Arrival(SOURCE, 301, clash)],
         render,
-        confirmed,
+        update.root.ver,
     )
     assert update.publish == () and update.duplicates == 1 and update.conflicts == ((1, CONFLICT),)
     check_state(table, facts)
@@ -239,13 +236,9 @@ def test_late_event_publishes_a_correction_from_its_month_on() -> None:
         fx("upgrade", at="2025-03-01T00:00:00Z", amount="120.00"),
         fx("upgrade", at="2025-05-01T00:00:00Z", amount="130.00"),
     ]
-    confirmed = None
-    for offset, e in enumerate(events):
-        done = process(Reader(table), "acct-1", [Arrival(SOURCE, offset, e)], render, confirmed)
-        table.apply(done.writes)
-        confirmed = done.root.ver
+    *_, done = one_by_one(table, "acct-1", events)
     late = fx("downgrade", at="2025-04-01T00:00:00Z", amount="90.00")
-    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 3, late)], render, confirmed)
+    update = process(Reader(table), "acct-1", [Arrival(SOURCE, 3, late)], render, done.root.ver)
     kinds = [(p.movement.record, p.movement.type, p.movement.month) for p in update.publish]
     assert kinds == [
         ("retraction", "expansion", "2025-05"),
@@ -498,12 +491,8 @@ def test_a_busy_account_stays_bounded_and_equal_to_the_replay() -> None:
     facts = facts_of(lines)
     table = Table()
     largest = 0
-    confirmed: int | None = None
     records: dict[str, str] = {}
-    for offset, fact in enumerate(facts):
-        update = process(Reader(table), "busy", [Arrival(SOURCE, offset, fact)], render, confirmed)
-        table.apply(update.writes)
-        confirmed = update.root.ver
+    for update in one_by_one(table, "busy", facts):
         largest = max([largest, *(len(v) for _, v in update.writes if v is not None)])
         records.update((record_id("busy", p.seq), render("busy", p)) for p in update.publish)
     assert largest <= 64 * 1024
