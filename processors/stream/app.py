@@ -35,6 +35,7 @@ from processors.sources.stripe.lookup import StripeLookup
 from processors.stream.fold import FoldStage, Topics
 from processors.stream.intake import Record
 from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
+from processors.stream.lag import READ_SECONDS
 from processors.stream.refetch import BrokerRefetch
 from processors.stream.refresh import RefreshStage
 from processors.stream.state import UnknownFormat
@@ -44,7 +45,6 @@ log = logging.getLogger("mrr_stream")
 
 
 IDLE_SECONDS = 5.0  # no batch for this long: look for records the consumer passed over
-LAG_SECONDS = 1.0  # how often the lag gauge is set
 DUE_SECONDS = 0.5  # how often scheduled events are looked for: applied within this of their instant
 
 
@@ -309,9 +309,7 @@ def create_app(
         except Exception:
             crash("scheduled")
 
-    last_lag = [time.monotonic()]
-
-    @app.timer(interval=LAG_SECONDS)  # type: ignore[untyped-decorator]
+    @app.timer(interval=READ_SECONDS)  # type: ignore[untyped-decorator]
     async def lag() -> None:
         """Lag from the partitions' end offsets, on a timer: a stuck worker shows it rising."""
         consumer = app.consumer
@@ -320,9 +318,7 @@ def create_app(
             for tp in consumer.assignment()
             if tp.topic in sources
         }
-        stalled = time.monotonic() - last_lag[0] > 3 * LAG_SECONDS  # the loop stood still meanwhile
-        last_lag[0] = time.monotonic()
-        metrics.lag.labels("fold").set(fold_stage.lag.seconds(time.time(), ends, stalled))
+        metrics.lag.labels("fold").set(fold_stage.lag.seconds(time.time(), ends))
         metrics.records_behind.set(fold_stage.lag.records_behind(ends))
 
     return app

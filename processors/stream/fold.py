@@ -165,7 +165,7 @@ class FoldStage:
         oversize: bool = False,
     ) -> Awaitable[object]:
         self.metrics.dead_letters.labels(rejection.field).inc()
-        self.metrics.events.labels("failed" if error else "conflict" if conflict else "rejected").inc()
+        self.metrics.outcome("failed" if error else "conflict" if conflict else "rejected").inc()
         log.warning("dead letter %s: %s", record.source, rejection)
         if error is not None:
             headers = deadletter.headers(rejection, record.source, type(error).__name__, stage="fold")
@@ -483,5 +483,5 @@ class FoldStage:
             for source in rejected:
                 where = partition_for(source, self.partitions)
                 marks.append(await self.pending.write(where, source.encode(), PENDING_REJECTED))
-            await asyncio.gather(*marks)
+            await acknowledged(marks)
             self.metrics.redis_pending.set(sum(1 for _ in self.pending.items()))
