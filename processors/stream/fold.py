@@ -40,10 +40,8 @@ from processors.stream.intake import Fold, Forward, Record, Rejected, partition_
 from processors.stream.lag import LagClock
 from processors.stream.state import (
     Arrival,
-    Chunk,
     Published,
     Reader,
-    Root,
     UnknownFormat,
     Update,
     due_key,
@@ -53,7 +51,7 @@ from processors.stream.state import (
 )
 
 log = logging.getLogger("mrr_stream")
-CACHE_CHUNKS = 100_000  # decoded chunks kept in memory (they are immutable, so never stale)
+CONFIRMED_KEPT = 100_000  # accounts whose acknowledged root version is remembered (then forgotten at once)
 PENDING_REJECTED = b"rejected"
 DEAD = b"\x00dl\x00"  # table key prefix of a dead letter's source: the Redis count can be rebuilt
 POSITION = b"\x00pos\x00"  # table key prefix: the next offset the fold expects of a source partition
@@ -148,8 +146,6 @@ class FoldStage:
         self.metrics, self.topics, self.partitions = metrics, topics, partitions
         direct = {topics.by_account, topics.input} if input_copartitioned else {topics.by_account}
         self.direct_topics = frozenset(direct)
-        self.cache: dict[bytes, Chunk] = {}
-        self.roots: dict[str, tuple[bytes, Root]] = {}
         self.confirmed: dict[str, int] = {}  # account -> root version written here and acknowledged
         # Held while a batch runs: the refresh stage writes Redis from the table only between batches, when
         # everything in the table is acknowledged (a version read from an unacknowledged write could be
@@ -222,9 +218,7 @@ class FoldStage:
 
     async def _write(self, partition: int, update: Update, written: list[Awaitable[object]]) -> None:
         for key, value in update.writes:
-            self.cache.pop(key, None)
             written.append(await self.table.write(partition, key, value))
-        self.cache.update(update.decoded)
 
     async def batch(self, records: Sequence[Record]) -> None:
         async with self.lock:
@@ -398,11 +392,7 @@ class FoldStage:
         for account in accounts:
             by_account.setdefault(account, (partition_for(account, self.partitions), [], []))
 
-        if len(self.cache) > CACHE_CHUNKS:
-            self.cache.clear()
-        if len(self.roots) > CACHE_CHUNKS:
-            self.roots.clear()
-        reader = Reader(self.table, self.cache, self.roots)
+        reader = Reader(self.table)
         written: list[Awaitable[object]] = []
         updates: list[tuple[str, Update, list[Record]]] = []
         for account, (partition, arrivals, originals) in by_account.items():
@@ -461,7 +451,7 @@ class FoldStage:
         await acknowledged(marked)
         for account, update, _ in updates:
             self.confirmed[account] = update.root.ver
-        if len(self.confirmed) > CACHE_CHUNKS:
+        if len(self.confirmed) > CONFIRMED_KEPT:
             self.confirmed.clear()
         await self.write_view(views, rejected, latest)
 

@@ -60,9 +60,10 @@ from processors.core.fact import Fact, instant_of, month_of, utc_of
 from processors.core.intake import Rejection
 from processors.core.movement import Movement, retraction_of
 
-FORMAT = 4  # bump when the layout changes; a reader refuses what it does not know
-# formats still read: 2 had no tail and no inline records (its last chunk is stored), 3 no held chunks
-READS = (2, 3, 4)
+FORMAT = 5  # bump when the layout changes; a reader refuses what it does not know
+# formats still read: 2 had no tail and no inline records (its last chunk is stored), 3 no held chunks, 4
+# held chunks that had to be parsed with the root (5 names their sizes, so they stay bytes until needed)
+READS = (2, 3, 4, 5)
 CHUNK_FACT_BYTES = 8_192  # a chunk whose facts outgrow this is split (at an instant boundary)
 HELD_BYTES = 4_096  # chunks before the tail up to this size stay in the root (see _hold)
 COMMIT_EVENTS = 64  # new events per commit: bounds what one commit adds to a root's `recent` list
@@ -149,6 +150,23 @@ class Chunk:
         return Ref(self.start, self.ver)
 
 
+class Held(NamedTuple):
+    """A chunk kept in the root, as its JSON: decoded only when a late event's refold reaches it, so
+    reading a root costs its tail, not its months."""
+
+    start: int
+    ver: int
+    encoded: bytes
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.start, self.ver)
+
+
+def held_of(chunk: Chunk) -> Held:
+    return Held(chunk.start, chunk.ver, encode_chunk(chunk))
+
+
 class Seen(NamedTuple):
     event_id: str
     instant: int
@@ -165,7 +183,7 @@ class Root:
     seq: int = 0  # the next record's sequence number: record_id = f"{account_id}:{seq}"
     last: Ref | None = None  # the last stored chunk, when there is no tail (format 2)
     tail: Chunk | None = None  # the last chunk, kept in the root; its `prev` is the last held or stored one
-    held: tuple[Chunk, ...] = ()  # the chunks before the tail kept in the root, oldest first (see _hold)
+    held: tuple[Held, ...] = ()  # the chunks before the tail kept in the root, oldest first (see _hold)
     mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last fact
     # the index entries not yet under index keys: the last commits' events (see _keep_recent)
     recent: tuple[Seen, ...] = ()
@@ -213,7 +231,6 @@ class Update:
     conflicts: tuple[tuple[int, Rejection], ...]  # (index into the arrivals, why it is not applied)
     chunks: tuple[ChunkView, ...]  # chunks whose movements changed
     scheduled: tuple[Movement, ...] | None = None  # the account's scheduled movements, when they changed
-    decoded: tuple[tuple[bytes, Chunk], ...] = ()  # the chunks written, for the caller's cache
     applied: int = 0
     duplicates: int = 0
     replayed: int = 0
@@ -288,39 +305,91 @@ def _chunk_from_doc(account_id: str, doc: dict[str, Any]) -> Chunk:
     )
 
 
+_HEAD = b'{"v":5,"k":['  # a format-5 root starts so; any other is read as a whole JSON document
+
+
 def encode_root(root: Root) -> bytes:
-    # the chunks' own JSON spliced in: a held chunk is encoded once, not in every root that holds it
+    """One JSON document: `k` lists the byte sizes of the tail and of each held chunk (with its start and
+    version), so a reader slices them out without parsing them; the chunks' own JSON is spliced in."""
     tail = encode_chunk(root.tail) if root.tail else b"null"
-    held = b",".join(encode_chunk(c) for c in root.held)
-    return (
-        b'{"t":'
-        + tail
-        + b',"h":['
-        + held
-        + b"],"
-        + _dumps(
-            {
-                "v": FORMAT,
-                "ver": root.ver,
-                "off": dict(root.offsets),
-                "seq": root.seq,
-                "last": list(root.last) if root.last else None,
-                "mrr": dict(root.mrr),
-                "new": [list(s) for s in root.recent],
-                "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
-                "ob": [list(o) for o in root.outbox],
-                "sent": list(root.sent),
-                "rf": root.redis_from,
-                "ao": root.asof,
-                "due": root.due,
-            }
-        )[1:]
+    sizes = [len(tail)]
+    for h in root.held:
+        sizes += [h.start, h.ver, len(h.encoded)]
+    rest = {
+        "ver": root.ver,
+        "off": dict(root.offsets),
+        "seq": root.seq,
+        "last": list(root.last) if root.last else None,
+        "mrr": dict(root.mrr),
+        "new": [list(s) for s in root.recent],
+        "gc": [k.decode("utf-8", "surrogateescape") for k in root.garbage],
+        "ob": [list(o) for o in root.outbox],
+        "sent": list(root.sent),
+        "rf": root.redis_from,
+        "ao": root.asof,
+        "due": root.due,
+    }
+    return b"".join(
+        (
+            _HEAD,
+            b",".join(str(n).encode() for n in sizes),
+            b'],"t":',
+            tail,
+            b',"h":[',
+            b",".join(h.encoded for h in root.held),
+            b'],"r":',
+            _dumps(rest),
+            b"}",
+        )
     )
 
 
+def _expect(data: bytes, pos: int, text: bytes) -> int:
+    if not data.startswith(text, pos):
+        raise ValueError(f"malformed root at byte {pos}: expected {text!r}")
+    return pos + len(text)
+
+
 def decode_root(account_id: str, data: bytes) -> Root:
-    doc = json.loads(data)
-    if doc.get("v") not in READS:
+    if not data.startswith(_HEAD):
+        return _decode_whole_root(account_id, json.loads(data))
+    end = data.index(b"]", len(_HEAD))
+    sizes = [int(n) for n in data[len(_HEAD) : end].split(b",")]
+    pos = _expect(data, end, b'],"t":')
+    tail = data[pos : pos + sizes[0]]
+    pos = _expect(data, pos + sizes[0], b',"h":[')
+    held: list[Held] = []
+    for i in range(1, len(sizes), 3):
+        if i > 1:
+            pos = _expect(data, pos, b",")
+        start, ver, size = sizes[i : i + 3]
+        held.append(Held(start, ver, data[pos : pos + size]))
+        pos += size
+    pos = _expect(data, pos, b'],"r":')
+    if not data.endswith(b"}"):
+        raise ValueError("malformed root: no closing brace")
+    doc = json.loads(data[pos:-1])
+    return Root(
+        ver=doc["ver"],
+        offsets=doc["off"],
+        seq=doc["seq"],
+        last=Ref(*doc["last"]) if doc["last"] else None,
+        tail=None if tail == b"null" else decode_chunk(account_id, tail),
+        held=tuple(held),
+        mrr=doc["mrr"],
+        recent=tuple(Seen(*s) for s in doc["new"]),
+        garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
+        outbox=tuple((v, n) for v, n in doc["ob"]),
+        sent=tuple(doc["sent"]),
+        redis_from=doc["rf"],
+        asof=doc["ao"],
+        due=doc["due"],
+    )
+
+
+def _decode_whole_root(account_id: str, doc: dict[str, Any]) -> Root:
+    """A root of format 2, 3 or 4: one JSON document, chunks inline."""
+    if doc.get("v") not in READS[:-1]:
         raise UnknownFormat(f"unknown root format {doc.get('v')!r}")
     tail = doc.get("t")
     tail_chunk = _chunk_from_doc(account_id, tail) if tail else None
@@ -333,7 +402,7 @@ def decode_root(account_id: str, data: bytes) -> Root:
         seq=doc["seq"],
         last=Ref(*doc["last"]) if doc["last"] else None,
         tail=tail_chunk,
-        held=tuple(_chunk_from_doc(account_id, c) for c in doc.get("h", ())),
+        held=tuple(held_of(_chunk_from_doc(account_id, c)) for c in doc.get("h", ())),
         mrr=doc["mrr"],
         recent=tuple(Seen(*s) for s in doc["new"]),
         garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
@@ -367,13 +436,13 @@ def _keep_recent(kept: Sequence[Seen], new: Sequence[Seen]) -> tuple[tuple[Seen,
     return tuple(fresh.values()), [s for s in kept if s.event_id not in fresh]
 
 
-def _hold(chunks: Sequence[Chunk]) -> list[Chunk]:
+def _hold(chunks: Sequence[Held]) -> list[Held]:
     """The last of these chunks (the ones before the tail) that fit in HELD_BYTES: they stay in the root,
     so a sparse account, whose every event starts a month, writes no chunk key; the others are stored."""
     budget = HELD_BYTES
-    held: list[Chunk] = []
+    held: list[Held] = []
     for chunk in reversed(chunks):
-        budget -= len(encode_chunk(chunk)) + 1
+        budget -= len(chunk.encoded) + 1
         if budget < 0:
             break
         held.append(chunk)
@@ -401,7 +470,8 @@ class _Overlay:
 
 
 class Reader:
-    """Decodes an account's values from the store; chunks are immutable, so decoded ones are kept."""
+    """Decodes an account's values from the store. Made per batch: what it decodes is kept only while the
+    batch runs (a worker-long cache of decoded state made the collector's full passes take seconds)."""
 
     def __init__(
         self,
@@ -437,17 +507,30 @@ class Reader:
         self.cache[key] = chunk
         return chunk
 
+    def held(self, account_id: str, held: Held) -> Chunk:
+        # (the same ref stored under its key holds the same chunk: a chunk never changes)
+        key = chunk_key(account_id, held.ref)
+        cached = self.cache.get(key)
+        if cached is None:
+            cached = self.cache[key] = decode_chunk(account_id, held.encoded)
+        return cached
+
     def chain(self, account_id: str, root: Root, since: int | None) -> list[Chunk]:
         """The chunks from the one holding instant `since` (or the first) to the last, in order."""
         out: list[Chunk] = []
         ref = root.last
         if root.tail is not None:
-            for chunk in (root.tail, *reversed(root.held)):
-                out.append(chunk)
-                if since is not None and chunk.start <= since:
+            out.append(root.tail)
+            if since is not None and root.tail.start <= since:
+                return out
+            first = root.tail
+            for held in reversed(root.held):
+                first = self.held(account_id, held)
+                out.append(first)
+                if since is not None and first.start <= since:
                     out.reverse()
                     return out
-            ref = (root.held[0] if root.held else root.tail).prev
+            ref = first.prev
         while ref is not None:
             chunk = self.chunk(account_id, ref)
             out.append(chunk)
@@ -570,7 +653,6 @@ def scheduled_of(reader: Reader, account_id: str, root: Root) -> tuple[Movement,
 class _Commit:
     root: Root
     writes: list[tuple[bytes, bytes | None]]
-    written: list[Chunk]
     retracted: list[Movement]
     added: list[Movement]
     views: list[ChunkView]
@@ -616,17 +698,19 @@ def _commit(
     new_layout = layout([c.start for c in chain], sorted([*kept_facts, *facts]))
     new_folded, _, mrr = _fold_chunks(account_id, base, new_layout, asof)
 
-    # the old tail and held chunks live in the old root, not under a key: never kept, never deleted
-    in_root = {id(c) for c in (*root.held, root.tail)}
-    stored = [c for c in chain if id(c) not in in_root]
-    in_chain = {id(c) for c in chain}
+    # the old tail and held chunks live in the old root, not under a key: never kept, never deleted (a ref
+    # names one chunk of the account: its start and the commit that wrote it)
+    in_root = {h.ref for h in root.held}
+    if root.tail is not None:
+        in_root.add(root.tail.ref)
+    stored = [c for c in chain if c.ref not in in_root]
+    in_chain = {c.ref for c in chain}
     # chunks before the tail that may stay in the root: the held ones before the chain's first, the new or
     # changed ones, and held ones unchanged (_hold keeps the last that fit; the others are stored)
-    rooted = [c for c in root.held if id(c) not in in_chain]
+    rooted = [h for h in root.held if h.ref not in in_chain]
     old_by_start = {c.start: c for c in chain}
     old_moves = {c.start: _due(folded[1], root.asof) for c, folded in zip(chain, old_folded, strict=False)}
     writes: list[tuple[bytes, bytes | None]] = []
-    written: list[Chunk] = []
     views: list[ChunkView] = []
     kept: set[Ref] = set()
     tail: Chunk | None = None
@@ -645,12 +729,12 @@ def _commit(
             and old.checkpoint == checkpoint
         ):
             prev = old.ref
-            if id(old) in in_root:
-                rooted.append(old)
+            if prev in in_root:
+                rooted.append(held_of(old))
             else:
                 kept.add(prev)
         else:
-            rooted.append(candidate)
+            rooted.append(held_of(candidate))
             prev = candidate.ref
         if on_time:
             changed = bool(movements) and instant_of(movements[-1].effective_at) >= facts[0].instant
@@ -662,8 +746,7 @@ def _commit(
             views.append(ChunkView(start, tuple(movements)))
     held = _hold(rooted) if tail is not None else []  # (no tail: the root names the last one, stored)
     for chunk in rooted[: len(rooted) - len(held)]:
-        writes.append((chunk_key(account_id, chunk.ref), encode_chunk(chunk)))
-        written.append(chunk)
+        writes.append((chunk_key(account_id, chunk.ref), chunk.encoded))
     # a chunk whose every fact was voided is gone: its view is emptied
     new_starts = {start for start, _ in new_layout}
     views += [ChunkView(c.start, ()) for c in chain if c.start not in new_starts and old_moves.get(c.start)]
@@ -696,7 +779,7 @@ def _commit(
         due=due,
     )
     redis_from = min((v.start for v in views), default=new_layout[-1][0] if new_layout else first)
-    return _Commit(new_root, writes, written, retracted, added, views, redis_from, scheduled)
+    return _Commit(new_root, writes, retracted, added, views, redis_from, scheduled)
 
 
 def _outbox_parts(records: Sequence[str]) -> list[list[str]]:
@@ -820,7 +903,6 @@ def process(
     )
     redis_from: int | None = before.redis_from if again else None
     publish: list[Published] = []
-    decoded: list[tuple[bytes, Chunk]] = []
     views: dict[int, ChunkView] = {}
     scheduled: tuple[Movement, ...] | None = None
     if again and before.redis_from is not None:
@@ -884,7 +966,6 @@ def process(
         )
         writes += commit.writes
         writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in flushed]
-        decoded += [(chunk_key(account_id, c.ref), c) for c in commit.written]
         root_bytes = encode_root(root)
         reader.roots[account_id] = (root_bytes, root)  # used only once the store holds these very bytes
         writes.append((root_key(account_id), root_bytes))
@@ -913,7 +994,6 @@ def process(
         conflicts=tuple(conflicts),
         chunks=tuple(views[s] for s in sorted(views)),
         scheduled=scheduled,
-        decoded=tuple(decoded),
         applied=len(ops),
         duplicates=duplicates,
         replayed=replayed,

@@ -164,7 +164,7 @@ def test_on_time_events_rewrite_only_the_root_and_publish_once() -> None:
     third = process(Reader(table), "acct-1", [Arrival(SOURCE, 2, c)], render, second.root.ver)
     table.apply(third.writes)
     assert [k for k, _ in third.writes] == [b"acct-1"]
-    assert [h.facts for h in third.root.held] == [tail.facts]
+    assert [decode_chunk("acct-1", h.encoded).facts for h in third.root.held] == [tail.facts]
     check_state(table, [a, b, c])
 
 
@@ -176,7 +176,7 @@ def test_chunks_before_the_tail_stay_in_the_root_up_to_a_bound_then_the_oldest_a
     for update in one_by_one(table, "acct-1", facts):
         stored += [k for k, v in update.writes if b"\x00c\x00" in k and v is not None]
         held = update.root.held
-        assert sum(len(encode_chunk(c)) for c in held) <= HELD_BYTES
+        assert sum(len(h.encoded) for h in held) <= HELD_BYTES
         # the tail, then the held chunks, then the stored ones: one chain, in order, no gap
         chain = Reader(table).chain("acct-1", update.root, None)
         assert [c.start for c in chain] == sorted({c.start for c in chain})
@@ -211,7 +211,7 @@ def test_index_entries_move_out_of_the_root_once_they_outgrow_it_and_still_find_
             assert keys.index(b"acct-1") > max(keys.index(k) for k in index)
             assert [s.event_id for s in update.root.recent] == [fact.event_id]
         root_bytes = table[b"acct-1"]
-        assert len(json.loads(root_bytes)["new"]) * 50 <= RECENT_BYTES + 50
+        assert len(json.loads(root_bytes)["r"]["new"]) * 50 <= RECENT_BYTES + 50
     assert flushes >= 3
     indexed = {k.split(b"\x00")[-1].decode() for k in table if b"\x00i\x00" in k}
     recent = {s.event_id for s in Reader(table).root("acct-1").recent}
@@ -307,9 +307,8 @@ def test_an_account_stored_by_format_2_is_read_and_moved_on() -> None:
     root = Reader(table).root("acct-1")
     assert root.tail is not None
     old_chunk = replace(root.tail, ver=root.ver)
-    doc = json.loads(encode_root(replace(root, tail=None, last=old_chunk.ref, sent=())))
-    del doc["t"], doc["sent"]
-    doc["v"] = 2
+    doc = {**json.loads(encode_root(replace(root, tail=None, last=old_chunk.ref, sent=())))["r"], "v": 2}
+    del doc["sent"]
     chunk_doc = json.loads(encode_chunk(old_chunk))
     chunk_doc["v"] = 2
     table[chunk_key("acct-1", old_chunk.ref)] = json.dumps(chunk_doc).encode()
@@ -320,6 +319,29 @@ def test_an_account_stored_by_format_2_is_read_and_moved_on() -> None:
     table.apply(update.writes)
     assert chunk_key("acct-1", old_chunk.ref) not in table
     check_state(table, [a, b])
+
+
+def test_an_account_stored_by_format_4_is_read_and_moved_on() -> None:
+    """Format 4 was one JSON document with its tail and held chunks parsed with it: a worker upgraded over
+    such a table reads it, folds on, and writes format 5."""
+    table = Table()
+    facts = seat_changes(12, lambda n: f"2024-{n + 1:02d}-05T00:00:00Z")
+    *_, last = one_by_one(table, "acct-1", facts)
+    assert last.root.held and last.root.tail is not None
+    new = json.loads(table[b"acct-1"])
+    assert new["v"] == 5 and list(new) == ["v", "k", "t", "h", "r"]
+    table[b"acct-1"] = json.dumps({"t": new["t"], "h": new["h"], "v": 4, **new["r"]}).encode()
+    assert Reader(table).root("acct-1") == last.root
+    later = [
+        fx("upgrade", event_id=f"later-{n}", at=f"2025-0{n + 1}-05T00:00:00Z", amount="300.00")
+        for n in (1, 2)
+    ]
+    late = fx("downgrade", at="2024-03-20T00:00:00Z", amount="50.00")  # refolds held chunks
+    arrivals = [Arrival(SOURCE, 100 + n, f) for n, f in enumerate([*later, late])]
+    update = process(Reader(table), "acct-1", arrivals, render, last.root.ver)
+    table.apply(update.writes)
+    assert json.loads(table[b"acct-1"])["v"] == 5
+    check_state(table, [*facts, *later, late])
 
 
 def test_redelivery_resends_the_outbox_and_computes_nothing() -> None:
