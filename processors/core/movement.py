@@ -47,8 +47,10 @@ def to_record(movement: Movement, record_id: str | None = None) -> MovementRecor
 
 
 def _utc_text(at: datetime) -> str:
-    text = at.replace(tzinfo=None).isoformat()
-    return f"{text}Z"
+    text = at.isoformat()
+    if text.endswith("+00:00"):  # UTC, as the engine makes every instant
+        return text[:-6] + "Z"
+    return f"{at.replace(tzinfo=None).isoformat()}Z"
 
 
 def record_dict(movement: Movement, record_id: str | None = None) -> dict[str, object]:

@@ -408,9 +408,8 @@ class FoldStage:
         for account, update, originals in updates:
             key = account.encode()
             for published in update.publish:
-                text = render(account, published)
-                sent.append(await self.producer.send(self.topics.movements, key, text.encode()))
-                latest.append(text)
+                sent.append(await self.producer.send(self.topics.movements, key, published.text.encode()))
+                latest.append(published.text)
                 self.metrics.published(published.movement)
             for raw in update.resend:
                 sent.append(await self.producer.send(self.topics.movements, key, raw))

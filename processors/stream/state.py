@@ -45,7 +45,6 @@ offset at or below the one the root has applied) resends the outbox instead of c
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -53,7 +52,7 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from processors.core.account import VOID_OF_VOID, Subscription, correction, fold
 from processors.core.fact import Fact, instant_of, month_of, utc_of
@@ -206,6 +205,7 @@ class Arrival(NamedTuple):
 class Published(NamedTuple):
     seq: int
     movement: Movement
+    text: str = ""  # the record as sent (render's), made once by process()
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +252,11 @@ def _dumps(doc: Any) -> bytes:
     return to_json(doc)
 
 
+def _loads(data: bytes) -> Any:
+    # pydantic's Rust parser: what json.loads returns for these documents, about twice as fast
+    return from_json(data)
+
+
 def _checkpoint_doc(cp: Checkpoint) -> list[Any]:
     subs = {sid: [s.currency, s.terms_mrr, s.active] for sid, s in cp.subscriptions.items()}
     return [subs, dict(cp.mrr), sorted(cp.ever_active)]
@@ -287,7 +292,7 @@ def encode_chunk(chunk: Chunk) -> bytes:
 
 
 def decode_chunk(account_id: str, data: bytes) -> Chunk:
-    chunk = _chunk_from_doc(account_id, json.loads(data))
+    chunk = _chunk_from_doc(account_id, _loads(data))
     object.__setattr__(chunk, "encoded", data)
     return chunk
 
@@ -352,7 +357,7 @@ def _expect(data: bytes, pos: int, text: bytes) -> int:
 
 def decode_root(account_id: str, data: bytes) -> Root:
     if not data.startswith(_HEAD):
-        return _decode_whole_root(account_id, json.loads(data))
+        return _decode_whole_root(account_id, _loads(data))
     end = data.index(b"]", len(_HEAD))
     sizes = [int(n) for n in data[len(_HEAD) : end].split(b",")]
     pos = _expect(data, end, b'],"t":')
@@ -368,7 +373,7 @@ def decode_root(account_id: str, data: bytes) -> Root:
     pos = _expect(data, pos, b'],"r":')
     if not data.endswith(b"}"):
         raise ValueError("malformed root: no closing brace")
-    doc = json.loads(data[pos:-1])
+    doc = _loads(data[pos:-1])
     return Root(
         ver=doc["ver"],
         offsets=doc["off"],
@@ -560,7 +565,7 @@ class Reader:
             for part in range(parts):
                 data = self.store.get(outbox_key(account_id, ver, part))
                 if data is not None:
-                    records += [r.encode() for r in json.loads(data)]
+                    records += [r.encode() for r in _loads(data)]
         return records
 
 
@@ -935,9 +940,9 @@ def process(
         records: list[str] = []
         seq = root.seq
         for movement in (*(retraction_of(m) for m in commit.retracted), *commit.added):
-            published = Published(seq, movement)
-            publish.append(published)
-            records.append(render(account_id, published))
+            text = render(account_id, Published(seq, movement))
+            publish.append(Published(seq, movement, text))
+            records.append(text)
             seq += 1
         grow = sum(len(r.encode()) for r in records)
         if not outbox and inline_bytes + grow <= OUTBOX_INLINE_BYTES:
