@@ -11,7 +11,7 @@ from processors.auth import serve_metrics
 from processors.settings import Settings
 
 # The worker allocates millions of short-lived objects (records, facts, movements, futures) beside a large
-# long-lived heap (decoded state, Faust's and aiokafka's structures). At CPython's default threshold (700)
+# long-lived heap (Faust's and aiokafka's structures). At CPython's default threshold (700)
 # the cyclic collector ran hundreds of times a second and took about 40% of the fold stage's time
 # (bench/stream.py). Collections every 50,000 net allocations keep the pending garbage to a few MB.
 GC_THRESHOLDS = (50_000, 20, 10)

@@ -10,7 +10,8 @@ writes every key of an account to the account's partition of the changelog:
   (the tail, inline: an on-time event rewrites only the root), the chunks before it while they take at
   most HELD_BYTES (held: a sparse account, whose every event starts a month, writes no chunk key), the
   current MRR, the index entries of the last events (`recent`, up to RECENT_BYTES), the keys the last
-  commit superseded, the last batch's records when they are small (else the outbox's parts);
+  commit superseded, the last batch's records when they are small (else the outbox's parts); it names
+  the byte sizes of its tail and held chunks, so a reader leaves the held ones undecoded (`Held`);
 * `A\\0c\\0{start}\\0{ver}`, a stored chunk (before the held ones): the facts with instant in [start,
   next chunk's start), the fold state at `start` and the previous chunk's ref; its facts take at most
   CHUNK_FACT_BYTES plus one instant's;
