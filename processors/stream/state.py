@@ -476,30 +476,17 @@ class _Overlay:
 
 
 class Reader:
-    """Decodes an account's values from the store. Made per batch: what it decodes is kept only while the
-    batch runs (a worker-long cache of decoded state made the collector's full passes take seconds)."""
+    """Decodes an account's values from the store, keeping the chunks it decoded. Short-lived: one per
+    process() call (and one per batch, or per rebuild, outside it); a worker-long cache of decoded state
+    made the collector's full passes take seconds."""
 
-    def __init__(
-        self,
-        store: Store,
-        cache: dict[bytes, Chunk] | None = None,
-        roots: dict[str, tuple[bytes, Root]] | None = None,
-    ) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.cache: dict[bytes, Chunk] = {} if cache is None else cache
-        # decoded roots with the very bytes they came from: reused only while the store holds those
-        self.roots: dict[str, tuple[bytes, Root]] = {} if roots is None else roots
+        self.cache: dict[bytes, Chunk] = {}
 
     def root(self, account_id: str) -> Root:
         data = self.store.get(root_key(account_id))
-        if data is None:
-            return Root()
-        cached = self.roots.get(account_id)
-        if cached is not None and cached[0] is data:
-            return cached[1]
-        root = decode_root(account_id, data)
-        self.roots[account_id] = (data, root)
-        return root
+        return Root() if data is None else decode_root(account_id, data)
 
     def chunk(self, account_id: str, ref: Ref) -> Chunk:
         key = chunk_key(account_id, ref)
@@ -844,7 +831,10 @@ def process(
     are written again.
     """
     overlay = _Overlay(reader.store)
-    reader = Reader(overlay, reader.cache, reader.roots)
+    # What this call decodes stays with it: it may be decoded from its own unwritten commits, and if the
+    # call fails, a retry on the same reader (the stage applies a failed batch one arrival at a time)
+    # makes other chunks under the same start and version.
+    reader = Reader(overlay)
     before = root = reader.root(account_id)
     asof = max(before.asof, ALL_IN_EFFECT if now is None else now)  # never back: published stays so
     writes: list[tuple[bytes, bytes | None]] = []
@@ -973,7 +963,6 @@ def process(
         writes += commit.writes
         writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in flushed]
         root_bytes = encode_root(root)
-        reader.roots[account_id] = (root_bytes, root)  # used only once the store holds these very bytes
         writes.append((root_key(account_id), root_bytes))
         writes += [(key, None) for key in (*root.garbage, *stale_outbox)]
         stale_outbox = []
