@@ -383,7 +383,7 @@ def decode_root(account_id: str, data: bytes) -> Root:
         tail=None if tail == b"null" else decode_chunk(account_id, tail),
         held=tuple(held),
         mrr=doc["mrr"],
-        recent=tuple(Seen(*s) for s in doc["new"]),
+        recent=tuple(map(Seen._make, doc["new"])),  # (written whole: all four fields)
         garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
         outbox=tuple((v, n) for v, n in doc["ob"]),
         sent=tuple(doc["sent"]),
@@ -644,7 +644,14 @@ def scheduled_of(reader: Reader, account_id: str, root: Root) -> tuple[Movement,
 
 @dataclass
 class _Commit:
-    root: Root
+    """A commit's outcome; process() makes its root (the offsets, records and entries are its own)."""
+
+    last: Ref | None
+    tail: Chunk | None
+    held: tuple[Held, ...]
+    mrr: dict[str, int]
+    garbage: tuple[bytes, ...]
+    due: int | None
     writes: list[tuple[bytes, bytes | None]]
     retracted: list[Movement]
     added: list[Movement]
@@ -659,14 +666,12 @@ def _commit(
     root: Root,
     facts: list[Fact],
     removed: Sequence[Seen],
-    entries: Sequence[Seen],
     ver: int,
     asof: int,
 ) -> _Commit:
     """Commit `ver`: fold new facts (unique, not seen before) into the account's chunks, take the
     `removed` ones (voided) out of them, and bring what is in effect from root.asof to `asof`: the
-    movements of every event effective by then are published, corrections included. `entries`: the
-    index entries this commit makes."""
+    movements of every event effective by then are published, corrections included."""
     gone = {s.event_id for s in removed}
     facts = [f for f in facts if f.event_id not in gone]
     starts = [f.instant for f in facts] + [s.instant for s in removed]
@@ -756,23 +761,11 @@ def _commit(
     due = min(later, default=None)
     scheduled = tuple(_later(all_new, asof)) if due is not None or root.due is not None else None
     garbage = tuple(chunk_key(account_id, c.ref) for c in stored if c.ref not in kept)
-    new_root = Root(
-        ver=ver,
-        offsets=root.offsets,
-        seq=root.seq,
-        last=prev if tail is None else None,
-        tail=tail,
-        held=tuple(held),
-        mrr=mrr,
-        recent=tuple(entries),
-        garbage=garbage,
-        outbox=root.outbox,
-        redis_from=root.redis_from,
-        asof=asof,
-        due=due,
-    )
     redis_from = min((v.start for v in views), default=new_layout[-1][0] if new_layout else first)
-    return _Commit(new_root, writes, retracted, added, views, redis_from, scheduled)
+    last = prev if tail is None else None
+    return _Commit(
+        last, tail, tuple(held), mrr, garbage, due, writes, retracted, added, views, redis_from, scheduled
+    )
 
 
 def _outbox_parts(records: Sequence[str]) -> list[list[str]]:
@@ -924,7 +917,6 @@ def process(
             root,
             sorted(op.fact for op in group if op.fact is not None),
             [op.removes for op in group if op.removes is not None],
-            [entry for op in group for entry in op.entries],
             ver,
             asof,
         )
@@ -950,15 +942,22 @@ def process(
         redis_from = commit.redis_from if redis_from is None else min(redis_from, commit.redis_from)
         # The last commit also covers the duplicates and conflicts after the last new fact.
         through = len(arrivals) - 1 if n == len(commits) - 1 else group[-1].position
-        kept_entries, flushed = _keep_recent(root.recent, commit.root.recent)
-        root = replace(
-            commit.root,
-            recent=kept_entries,
+        kept_entries, flushed = _keep_recent(root.recent, [e for op in group for e in op.entries])
+        root = Root(
+            ver=ver,
             offsets=offsets_through(through),
             seq=seq,
+            last=commit.last,
+            tail=commit.tail,
+            held=commit.held,
+            mrr=commit.mrr,
+            recent=kept_entries,
+            garbage=commit.garbage,
             outbox=tuple(outbox),
             sent=tuple(inline),
             redis_from=redis_from,
+            asof=asof,
+            due=commit.due,
         )
         writes += commit.writes
         writes += [(index_key(account_id, s.event_id), _index_value(s)) for s in flushed]
