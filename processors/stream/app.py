@@ -107,7 +107,12 @@ class FaustTable:
 
     async def write(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[object]:
         data = self.table.data
-        if value is None:
+        if self.raw is not None:  # the memory store files no key under a partition: its dict directly
+            if value is None:
+                self.raw.pop(key, None)
+            else:
+                self.raw[key] = value
+        elif value is None:
             with contextlib.suppress(KeyError):
                 del data[key]
         else:
