@@ -33,8 +33,8 @@ class Settings(BaseSettings):
     app_id: str = Field(default="mrr-stream", description="Kafka consumer group and internal topic prefix")
     partitions: int = Field(default=4, description="partitions of the topics and tables the app creates")
     batch_size: int = Field(default=2000, description="events per take() batch")
-    # The wait after each batch for the next one to fill: at a steady 1,000 events/s, 0.05 s gave a p99
-    # produce-to-Redis of 180-280 ms and 0.02 s 90-130 ms (bench/stream.py); a backlog fills batches anyway.
+    # The wait after each batch for the next one to fill: at a steady 1,000 events/s the p99 from produce to
+    # Redis was 180-300 ms with 0.05 s and 90-190 ms with 0.02 s (bench/stream.py); a backlog fills batches.
     batch_seconds: float = Field(default=0.02, description="longest wait to fill a batch")
     refresh_seconds: float = Field(default=0.5, description="how often Redis rows and gauges are refreshed")
     table_store: str = Field(
