@@ -515,7 +515,10 @@ class Reader:
         return chunk
 
     def held(self, account_id: str, held: Held) -> Chunk:
-        # (the same ref stored under its key holds the same chunk: a chunk never changes)
+        # Cached under its chunk key, which no other chunk decoded in this call has: within a call a ref
+        # names one chunk (each commit writes under a new version), and along a chain every stored chunk
+        # starts before every held one. The key in the store may hold another chunk (an orphan a crash
+        # left there before its root landed): it is never read, since held chunks come from the root.
         key = chunk_key(account_id, held.ref)
         cached = self.cache.get(key)
         if cached is None:
