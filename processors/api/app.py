@@ -22,6 +22,7 @@ from processors import clock
 from processors.api.openapi import openapi
 from processors.auth import CHALLENGE, authorized, tokens
 from processors.core.aggregates import period_months, rollup
+from processors.core.fact import DAY_US
 from processors.core.scheduled import MAX_DAYS, scheduled_changes
 from processors.settings import Settings
 from processors.sinks.redis_view import ACCOUNT_MOVEMENTS_KEPT, LATEST_KEPT, RedisView
@@ -39,7 +40,6 @@ DEFAULT_LIMIT = 50
 ACCOUNT_PAGE = 500  # an account's movements per page by default
 CURSOR = re.compile(r"[0-9]{1,17}", re.ASCII)
 DEFAULT_DAYS = 30  # the scheduled changes' window by default
-DAY_US = 86_400_000_000
 VIEW: web.AppKey[RedisView] = web.AppKey("view", RedisView)
 TOKENS: web.AppKey[tuple[bytes, ...]] = web.AppKey("tokens", tuple)
 METRICS_TOKENS: web.AppKey[tuple[bytes, ...]] = web.AppKey("metrics_tokens", tuple)

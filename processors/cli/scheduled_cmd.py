@@ -23,6 +23,7 @@ from rich.table import Table
 
 from processors import clock
 from processors.cli import render
+from processors.core.fact import DAY_US
 from processors.core.scheduled import MAX_DAYS, scheduled_changes
 from processors.settings import Settings
 from schemas.movement import MovementRecord
@@ -33,7 +34,6 @@ ACCOUNTS_SHOWN = 3  # the first few account ids of a total in the table
 NEGATIVE = frozenset({"contraction", "churn"})  # shown as negative amounts, as in the monthly table
 CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 DAYS = re.compile(r"[0-9]{1,9}", re.ASCII)
-DAY_US = 86_400_000_000
 CSV_FIELDS = (
     "effective_at",
     "month",

@@ -14,6 +14,7 @@ from processors.core.mrr import subscription_mrr
 from schemas.billing_event import BillingEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY_US = 86_400_000_000  # a day in the engine's unit (µs); a UTC day starts at a multiple of it
 _MICROSECOND = timedelta(microseconds=1)
 
 

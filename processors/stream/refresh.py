@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 
 from processors import clock
-from processors.core.fact import month_of
+from processors.core.fact import DAY_US, month_of
 from processors.core.scheduled import WINDOWS_DAYS, scheduled_changes
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
@@ -21,7 +21,6 @@ from processors.stream.state import SEP, Reader, chunk_views, scheduled_of
 
 log = logging.getLogger("mrr_stream")
 REBUILD_BATCH = 200  # accounts per Redis pipeline while rebuilding
-DAY = 86_400_000_000  # µs
 SCHEDULED_SECONDS = 60  # the scheduled gauges' windows move with time: recomputed at least this often
 
 
@@ -129,7 +128,7 @@ class RefreshStage:
         log.info("Redis is back: %d accounts and %d dead letters up to date", len(views), len(rejected))
 
     async def scheduled_gauges(self, now: int) -> None:
-        horizon = now + max(WINDOWS_DAYS) * DAY
+        horizon = now + max(WINDOWS_DAYS) * DAY_US
         moves = await self.view.scheduled(horizon)
         self.metrics.scheduled([scheduled_changes(moves, now, days) for days in WINDOWS_DAYS])
 

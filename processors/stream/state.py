@@ -56,7 +56,7 @@ from typing import Any, NamedTuple, Protocol
 from pydantic_core import from_json, to_json
 
 from processors.core.account import VOID_OF_VOID, Subscription, correction, fold
-from processors.core.fact import Fact, instant_of, month_of, utc_of
+from processors.core.fact import DAY_US, Fact, instant_of, month_of, utc_of
 from processors.core.intake import Rejection
 from processors.core.movement import Movement, retraction_of
 
@@ -240,7 +240,6 @@ class Update:
 # -- months ------------------------------------------------------------------------------------------
 
 
-DAY = 86_400_000_000  # µs
 MONTH_STARTS_KEPT = 100_000  # days whose month start is remembered (then forgotten at once)
 _month_starts: dict[int, int] = {}  # day since the epoch -> its month's first instant (ints only)
 
@@ -248,7 +247,7 @@ _month_starts: dict[int, int] = {}  # day since the epoch -> its month's first i
 def month_start(instant: int) -> int:
     """The first instant of the instant's month (UTC). Remembered by day: every layout asks it of every
     fact of the chunks it refolds."""
-    day = instant // DAY
+    day = instant // DAY_US
     start = _month_starts.get(day)
     if start is None:
         if len(_month_starts) >= MONTH_STARTS_KEPT:
