@@ -388,22 +388,9 @@ def decode_root(account_id: str, data: bytes) -> Root:
     if not data.endswith(b"}"):
         raise ValueError("malformed root: no closing brace")
     doc = _loads(data[pos:-1])
-    return Root(
-        ver=doc["ver"],
-        offsets=doc["off"],
-        seq=doc["seq"],
-        last=Ref(*doc["last"]) if doc["last"] else None,
-        tail=None if tail == b"null" else decode_chunk(account_id, tail),
-        held=tuple(held),
-        mrr=doc["mrr"],
-        recent=tuple(map(Seen._make, doc["new"])),  # (written whole: all four fields)
-        garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
-        outbox=tuple((v, n) for v, n in doc["ob"]),
-        sent=tuple(doc["sent"]),
-        redis_from=doc["rf"],
-        asof=doc["ao"],
-        due=doc["due"],
-    )
+    decoded_tail = None if tail == b"null" else decode_chunk(account_id, tail)
+    recent = tuple(map(Seen._make, doc["new"]))  # (written whole: all four fields)
+    return _root_of(doc, decoded_tail, tuple(held), recent, doc["ao"])
 
 
 def _decode_whole_root(account_id: str, doc: dict[str, Any]) -> Root:
@@ -415,21 +402,32 @@ def _decode_whole_root(account_id: str, doc: dict[str, Any]) -> Root:
     # A root without "ao" was written before events could be scheduled: what it holds is in effect (its
     # last fact's instant; without a tail, format 2, all of time), and later events are scheduled.
     legacy = tail_chunk.facts[-1].instant if tail_chunk and tail_chunk.facts else ALL_IN_EFFECT
+    doc.setdefault("sent", [])  # (format 2 had no inline records, formats before scheduling no "due")
+    doc.setdefault("due", None)
+    held = tuple(held_of(_chunk_from_doc(account_id, c)) for c in doc.get("h", ()))
+    recent = tuple(Seen(*s) for s in doc["new"])
+    return _root_of(doc, tail_chunk, held, recent, doc.get("ao", legacy))
+
+
+def _root_of(
+    doc: dict[str, Any], tail: Chunk | None, held: tuple[Held, ...], recent: tuple[Seen, ...], asof: int
+) -> Root:
+    """A root from its document's fields (format 5's `r`, or an older whole document) and its parts."""
     return Root(
         ver=doc["ver"],
         offsets=doc["off"],
         seq=doc["seq"],
         last=Ref(*doc["last"]) if doc["last"] else None,
-        tail=tail_chunk,
-        held=tuple(held_of(_chunk_from_doc(account_id, c)) for c in doc.get("h", ())),
+        tail=tail,
+        held=held,
         mrr=doc["mrr"],
-        recent=tuple(Seen(*s) for s in doc["new"]),
+        recent=recent,
         garbage=tuple(k.encode("utf-8", "surrogateescape") for k in doc["gc"]),
         outbox=tuple((v, n) for v, n in doc["ob"]),
-        sent=tuple(doc.get("sent", ())),
+        sent=tuple(doc["sent"]),
         redis_from=doc["rf"],
-        asof=doc.get("ao", legacy),
-        due=doc.get("due"),
+        asof=asof,
+        due=doc["due"],
     )
 
 
