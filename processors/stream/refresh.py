@@ -15,7 +15,7 @@ from processors.core.fact import DAY_US, month_of
 from processors.core.scheduled import WINDOWS_DAYS, scheduled_changes
 from processors.sinks.metrics import Metrics
 from processors.sinks.redis_view import AccountView, RedisView
-from processors.stream.fold import DEAD, PENDING_REJECTED, Table
+from processors.stream.fold import DEAD, PENDING_REJECTED, Table, acknowledged
 from processors.stream.intake import partition_for
 from processors.stream.state import SEP, Reader, chunk_views, scheduled_of
 
@@ -124,7 +124,7 @@ class RefreshStage:
             if self.pending.get(key) == mark:
                 where = partition_for(key.decode(), self.partitions)
                 cleared.append(await self.pending.write(where, key, None))
-        await asyncio.gather(*cleared)
+        await acknowledged(cleared)
         log.info("Redis is back: %d accounts and %d dead letters up to date", len(views), len(rejected))
 
     async def scheduled_gauges(self, now: int) -> None:

@@ -20,7 +20,6 @@ events waiting.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Sequence
@@ -31,7 +30,7 @@ from processors.sinks.metrics import Metrics
 from processors.sources.stripe.lookup import Lookup
 from processors.sources.stripe.mapping import Mapped, map_event, reads, to_json
 from processors.stream import deadletter
-from processors.stream.fold import Producer, Table
+from processors.stream.fold import Producer, Table, acknowledged
 from processors.stream.intake import Record
 
 log = logging.getLogger("mrr_stream")
@@ -93,7 +92,7 @@ class StripeStage:
             for account, line in billing:
                 sent.append(await self.producer.send(self.input_topic, account, line))
             self.metrics.stripe_billing_events.inc(len(billing))
-        await asyncio.gather(*sent)  # the billing events are in the input topic before the state moves on
+        await acknowledged(sent)  # the billing events are in the input topic before the state moves on
         # A kill between two writes keeps a prefix of them, which the redelivered batch completes: so the
         # state the events caused goes first, then the parked events, then the lists of them (an unparked
         # event's own state is in, and acknowledged, before it leaves the list).
@@ -105,7 +104,7 @@ class StripeStage:
             if key.startswith(PARKED):
                 self.parked += (value is not None) - (self.table.get(key) is not None)
             written.append(await self.table.write(PARTITION, key, value))
-        await asyncio.gather(*written)
+        await acknowledged(written)
         self.metrics.stripe_parked.set(self.parked)
 
     async def _record(
