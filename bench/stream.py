@@ -179,6 +179,10 @@ def worker_processed(sample: dict[str, float]) -> float:
     return sum(v for k, v in sample.items() if k.startswith("mrr_events_total{"))
 
 
+def worker_batches(sample: dict[str, float]) -> float:
+    return sample.get('mrr_batch_seconds_count{stage="fold"}', 0.0)
+
+
 def tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
@@ -475,6 +479,8 @@ def bench(args: argparse.Namespace, run: str, tmp: Path, console: Console) -> di
             lambda: worker_processed(scrape(settings.metrics_port)),
             lambda n: n >= len(lines),
         )
+        drained = scrape(settings.metrics_port)
+        r["worker_batch_mean"] = worker_processed(drained) / max(1.0, worker_batches(drained))
         with console.status(f"latency at {args.rate:,.0f} events/s for {args.seconds:.0f} s"):
             cpu = time.process_time()
             lat, sent = asyncio.run(latency(settings, args.rate, args.seconds, f"{os.getpid()}a"))
@@ -575,6 +581,7 @@ def report(r: dict[str, Any]) -> tuple[Table, dict[str, Any]]:
 
     row("worker sustained events/s", f"{worker.rate:,.0f}")
     row("  events / seconds / CPU seconds timed", timed(worker))
+    row("  mean events per worker batch", f"{r['worker_batch_mean']:,.0f}")
     row("Faust floor agent sustained events/s", f"{floor.rate:,.0f}")
     row("  events / seconds / CPU seconds timed", timed(floor))
     row("  mean events per floor batch", f"{r['floor_batch_mean']:,.0f}")
@@ -629,6 +636,7 @@ def report(r: dict[str, Any]) -> tuple[Table, dict[str, Any]]:
     out["log_errors"] = errors
     out["worker_warnings"] = r["worker_warnings"]
     out["floor_batch_mean"] = round(r["floor_batch_mean"])
+    out["worker_batch_mean"] = round(r["worker_batch_mean"])
     return table, out
 
 

@@ -80,9 +80,12 @@ def fold(
     subscriptions: dict[str, Subscription],
     mrr: dict[str, int],
     ever_active: set[str],
+    quiet: bool = False,
 ) -> list[Movement]:
     """Apply sorted events onto the given state (mutated in place); return the movements they cause.
-    The stream folds from a checkpoint in the middle of an account's history, the replay from empty."""
+    The stream folds from a checkpoint in the middle of an account's history, the replay from empty.
+    `quiet`: the state only, no movements (the stream's on-time path, for the chunks before a new event:
+    their movements are known, only the state after them is needed)."""
     movements: list[Movement] = []
     for instant, group in groupby(events, key=attrgetter("instant")):
         before = dict(mrr)
@@ -104,7 +107,6 @@ def fold(
             mrr[new.currency] = mrr.get(new.currency, 0) + new.mrr
             if old is None or old.currency != new.currency:
                 causes.setdefault(new.currency, []).append(fact.event_id)
-        utc = utc_of(instant)
         for currency in sorted(causes):
             prior, now = before.get(currency, 0), mrr[currency]
             kind = classify(prior, now, currency in ever_active)
@@ -112,7 +114,10 @@ def fold(
                 continue
             if now > 0:
                 ever_active.add(currency)
+            if quiet:
+                continue
             ids = tuple(causes[currency])
+            utc = utc_of(instant)
             movements.append(
                 Movement(
                     movement_id=movement_id(account_id, currency, instant, kind, prior, now, ids),

@@ -47,10 +47,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from pydantic_core import from_json, to_json
@@ -125,12 +126,17 @@ class Ref(NamedTuple):
     ver: int  # the commit that wrote it
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
+_NONE: Mapping[Any, Any] = MappingProxyType({})  # an empty mapping no one can change, shared as a default
+
+# The values below are NamedTuples, not frozen dataclasses: as immutable, and built several times per
+# event (a frozen dataclass' __init__ sets each field through object.__setattr__, about six times slower).
+
+
+class Checkpoint(NamedTuple):
     """The fold state at an instant."""
 
-    subscriptions: Mapping[str, Subscription] = field(default_factory=dict)
-    mrr: Mapping[str, int] = field(default_factory=dict)
+    subscriptions: Mapping[str, Subscription] = _NONE
+    mrr: Mapping[str, int] = _NONE
     ever_active: frozenset[str] = frozenset()
 
 
@@ -176,15 +182,14 @@ class Seen(NamedTuple):
     mark: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Root:
+class Root(NamedTuple):
     ver: int = 0
-    offsets: Mapping[str, int] = field(default_factory=dict)  # source topic -> last offset applied
+    offsets: Mapping[str, int] = _NONE  # source topic -> last offset applied
     seq: int = 0  # the next record's sequence number: record_id = f"{account_id}:{seq}"
     last: Ref | None = None  # the last stored chunk, when there is no tail (format 2)
     tail: Chunk | None = None  # the last chunk, kept in the root; its `prev` is the last held or stored one
     held: tuple[Held, ...] = ()  # the chunks before the tail kept in the root, oldest first (see _hold)
-    mrr: Mapping[str, int] = field(default_factory=dict)  # currency -> cents, after the last fact
+    mrr: Mapping[str, int] = _NONE  # currency -> cents, after the last fact
     # the index entries not yet under index keys: the last commits' events (see _keep_recent)
     recent: tuple[Seen, ...] = ()
     garbage: tuple[bytes, ...] = ()  # keys this commit superseded, deleted after it (and again by the next)
@@ -209,8 +214,7 @@ class Published(NamedTuple):
     text: str = ""  # the record as sent (render's), made once by process()
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkView:
+class ChunkView(NamedTuple):
     """One chunk's movements in effect: what the Redis view keeps per chunk."""
 
     start: int
@@ -221,8 +225,7 @@ class ChunkView:
         return month_of(self.start)
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
+class Update(NamedTuple):
     """What one batch of an account's arrivals does."""
 
     root: Root
@@ -606,22 +609,29 @@ def layout(starts: Iterable[int], facts: Sequence[Fact]) -> list[tuple[int, list
 
 
 def _fold_chunks(
-    account_id: str, base: Checkpoint, chunks: Sequence[tuple[int, Sequence[Fact]]], asof: int = ALL_IN_EFFECT
+    account_id: str,
+    base: Checkpoint,
+    chunks: Sequence[tuple[int, Sequence[Fact]]],
+    asof: int = ALL_IN_EFFECT,
+    quiet_before: int | None = None,
 ) -> tuple[list[tuple[Checkpoint, list[Movement]]], Checkpoint, dict[str, int]]:
     """Each chunk's checkpoint and movements (all of them, scheduled ones too), the state at the end, and
-    the MRR at `asof` (the fold is causal: what comes after `asof` never changes what came before)."""
+    the MRR at `asof` (the fold is causal: what comes after `asof` never changes what came before).
+    `quiet_before`: a chunk whose facts all precede this instant is folded for its state only (its
+    movements are returned empty: the caller has them, unchanged)."""
     subs, mrr, ever = dict(base.subscriptions), dict(base.mrr), set(base.ever_active)
     out: list[tuple[Checkpoint, list[Movement]]] = []
     at_asof: dict[str, int] | None = None
     for _, facts in chunks:
         at_start = Checkpoint(dict(subs), dict(mrr), frozenset(ever))
+        quiet = quiet_before is not None and bool(facts) and facts[-1].instant < quiet_before
         if at_asof is None and facts and facts[-1].instant > asof:
             cut = bisect.bisect_right([f.instant for f in facts], asof)
-            movements = fold(account_id, facts[:cut], subs, mrr, ever)
+            movements = fold(account_id, facts[:cut], subs, mrr, ever, quiet)
             at_asof = dict(mrr)
-            movements += fold(account_id, facts[cut:], subs, mrr, ever)
+            movements += fold(account_id, facts[cut:], subs, mrr, ever, quiet)
         else:
-            movements = fold(account_id, facts, subs, mrr, ever)
+            movements = fold(account_id, facts, subs, mrr, ever, quiet)
         out.append((at_start, movements))
     return out, Checkpoint(subs, mrr, frozenset(ever)), dict(mrr) if at_asof is None else at_asof
 
@@ -708,7 +718,9 @@ def _commit(
     )
     kept_facts = [f for f in old_facts if f.event_id not in gone]
     new_layout = layout([c.start for c in chain], sorted([*kept_facts, *facts]))
-    new_folded, _, mrr = _fold_chunks(account_id, base, new_layout, asof)
+    # (on time, the chunks before the first new fact keep their movements: folded for their state only)
+    quiet_before = facts[0].instant if on_time else None
+    new_folded, _, mrr = _fold_chunks(account_id, base, new_layout, asof, quiet_before)
 
     # the old tail and held chunks live in the old root, not under a key: never kept, never deleted (a ref
     # names one chunk of the account: its start and the commit that wrote it)
@@ -983,8 +995,7 @@ def process(
     offsets = offsets_through(len(arrivals) - 1)
     if not commits and offsets != dict(before.offsets):
         # Only duplicates, conflicts or redeliveries: remember the offsets, so a redelivery is recognised.
-        root = replace(
-            root,
+        root = root._replace(
             ver=root.ver + 1,
             offsets=offsets,
             garbage=(),

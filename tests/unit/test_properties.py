@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.core.account import AccountState, apply
+from processors.core.account import AccountState, Subscription, apply, fold
 from processors.core.aggregates import MonthTotals, merge, monthly_aggregates, monthly_totals
 from processors.core.fact import Fact, fact_of
 from processors.core.intake import parse_event
@@ -115,6 +115,19 @@ def test_any_arrival_order_gives_the_same_result(events: list[Fact], rnd: object
     assert {k: s.movements for k, s in a.items()} == {k: s.movements for k, s in b.items()}
     assert aggregates_of(a) == aggregates_of(b)
     check_identities(aggregates_of(a), a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event_sets())
+def test_a_quiet_fold_leaves_the_state_a_full_fold_leaves(events: list[Fact]) -> None:
+    """The stream's on-time path folds the chunks before a new event quietly (state only)."""
+    ordered = sorted(f for f in events if f.account_id == events[0].account_id)
+    full: tuple[dict[str, Subscription], dict[str, int], set[str]] = ({}, {}, set())
+    quiet: tuple[dict[str, Subscription], dict[str, int], set[str]] = ({}, {}, set())
+    moved = fold("a", ordered, *full)
+    assert fold("a", ordered, *quiet, quiet=True) == []
+    assert quiet == full
+    assert bool(moved) == bool(quiet[2])  # (a fold that moved MRR made some currency ever active)
 
 
 @settings(max_examples=200, deadline=None)

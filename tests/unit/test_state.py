@@ -307,7 +307,7 @@ def test_an_account_stored_by_format_2_is_read_and_moved_on() -> None:
     root = Reader(table).root("acct-1")
     assert root.tail is not None
     old_chunk = replace(root.tail, ver=root.ver)
-    doc = {**json.loads(encode_root(replace(root, tail=None, last=old_chunk.ref, sent=())))["r"], "v": 2}
+    doc = {**json.loads(encode_root(root._replace(tail=None, last=old_chunk.ref, sent=())))["r"], "v": 2}
     del doc["sent"]
     chunk_doc = json.loads(encode_chunk(old_chunk))
     chunk_doc["v"] = 2
