@@ -636,22 +636,22 @@ def _fold_chunks(
     return out, Checkpoint(subs, mrr, frozenset(ever)), dict(mrr) if at_asof is None else at_asof
 
 
-def _due(movements: Iterable[Movement], asof: int) -> list[Movement]:
-    cut = utc_of(asof)
+def _due(movements: Iterable[Movement], cut: datetime) -> list[Movement]:
+    """The movements in effect at `cut` (utc_of of an as-of instant, made once by the caller)."""
     return [m for m in movements if m.effective_at <= cut]
 
 
-def _later(movements: Iterable[Movement], asof: int) -> list[Movement]:
-    cut = utc_of(asof)
+def _later(movements: Iterable[Movement], cut: datetime) -> list[Movement]:
     return [m for m in movements if m.effective_at > cut]
 
 
 def chunk_views(reader: Reader, account_id: str, root: Root, since: int | None) -> list[ChunkView]:
     """The movements in effect of every chunk from the one holding `since` (None: all) to the last."""
     views = []
+    cut = utc_of(root.asof)
     for chunk in reader.chain(account_id, root, since):
         folded, _, _ = _fold_chunks(account_id, chunk.checkpoint, [(chunk.start, chunk.facts)])
-        views.append(ChunkView(chunk.start, tuple(_due(folded[0][1], root.asof))))
+        views.append(ChunkView(chunk.start, tuple(_due(folded[0][1], cut))))
     return views
 
 
@@ -660,9 +660,10 @@ def scheduled_of(reader: Reader, account_id: str, root: Root) -> tuple[Movement,
     if root.due is None:
         return ()
     out: list[Movement] = []
+    cut = utc_of(root.asof)
     for chunk in reader.chain(account_id, root, root.due):
         folded, _, _ = _fold_chunks(account_id, chunk.checkpoint, [(chunk.start, chunk.facts)])
-        out += _later(folded[0][1], root.asof)
+        out += _later(folded[0][1], cut)
     return tuple(out)
 
 
@@ -733,7 +734,8 @@ def _commit(
     # changed ones, and held ones unchanged (_hold keeps the last that fit; the others are stored)
     rooted = [h for h in root.held if h.ref not in in_chain]
     old_by_start = {c.start: c for c in chain}
-    old_moves = {c.start: _due(folded[1], root.asof) for c, folded in zip(chain, old_folded, strict=False)}
+    cut_before, cut = utc_of(root.asof), utc_of(asof)
+    old_moves = {c.start: _due(folded[1], cut_before) for c, folded in zip(chain, old_folded, strict=False)}
     writes: list[tuple[bytes, bytes | None]] = []
     views: list[ChunkView] = []
     kept: set[Ref] = set()
@@ -741,7 +743,7 @@ def _commit(
     for n, ((start, chunk_facts), (checkpoint, all_movements)) in enumerate(
         zip(new_layout, new_folded, strict=True)
     ):
-        movements = _due(all_movements, asof)
+        movements = _due(all_movements, cut)
         old = old_by_start.get(start)
         candidate = Chunk(start, ver, prev, checkpoint, tuple(chunk_facts))
         if n == len(new_layout) - 1:
@@ -776,7 +778,7 @@ def _commit(
     views += [ChunkView(c.start, ()) for c in chain if c.start not in new_starts and old_moves.get(c.start)]
     views.sort(key=attrgetter("start"))
     all_new = [m for _, movements in new_folded for m in movements]
-    new_movements = _due(all_new, asof)
+    new_movements = _due(all_new, cut)
     if on_time:
         retracted: list[Movement] = []
         added = [m for m in new_movements if instant_of(m.effective_at) >= facts[0].instant]
@@ -785,7 +787,7 @@ def _commit(
         retracted, added = correction(old_movements, new_movements)
     later = [f.instant for _, chunk_facts in new_layout for f in chunk_facts if f.instant > asof]
     due = min(later, default=None)
-    scheduled = tuple(_later(all_new, asof)) if due is not None or root.due is not None else None
+    scheduled = tuple(_later(all_new, cut)) if due is not None or root.due is not None else None
     garbage = tuple(chunk_key(account_id, c.ref) for c in stored if c.ref not in kept)
     redis_from = min((v.start for v in views), default=new_layout[-1][0] if new_layout else first)
     last = prev if tail is None else None
