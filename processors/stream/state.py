@@ -128,8 +128,9 @@ class Ref(NamedTuple):
 
 _NONE: Mapping[Any, Any] = MappingProxyType({})  # an empty mapping no one can change, shared as a default
 
-# The values below are NamedTuples, not frozen dataclasses: as immutable, and built several times per
-# event (a frozen dataclass' __init__ sets each field through object.__setattr__, about six times slower).
+# Checkpoint, Root, ChunkView and Update are NamedTuples, not frozen dataclasses: as immutable, and built
+# several times per event (a frozen dataclass' __init__ sets each field through object.__setattr__, about
+# six times slower). Chunk stays a dataclass: it caches its own encoding.
 
 
 class Checkpoint(NamedTuple):
