@@ -46,6 +46,12 @@ log = logging.getLogger("mrr_stream")
 
 IDLE_SECONDS = 5.0  # no batch for this long: look for records the consumer passed over
 DUE_SECONDS = 0.5  # how often scheduled events are looked for: applied within this of their instant
+# The producer's batch per partition. aiokafka's default, 16 KB, holds about 8 roots: a batch's ~500
+# changelog writes then fill ~60 batches, each a produce request of its own, and a write to a partition
+# whose last batch is full waits until the sender takes that batch. Larger batches: fewer requests and
+# waits (bench/stream.py). Never more than a topic accepts: the worker creates its topics with
+# max.message.bytes = max_record_bytes + HEADROOM; the changelogs have Kafka's default, 1 MB.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 def crash(stage: str) -> NoReturn:
@@ -189,6 +195,7 @@ def create_app(
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=-1,
+        producer_max_batch_size=min(PRODUCER_BATCH_BYTES, settings.max_record_bytes + HEADROOM),
         # what the input allows, forwarded with a key and a header, or dead-lettered with the reason
         producer_max_request_size=settings.max_record_bytes + HEADROOM,
         consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * (settings.max_record_bytes + HEADROOM)),

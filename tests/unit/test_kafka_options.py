@@ -46,3 +46,21 @@ def test_ssl_with_a_missing_ca_file_fails_loudly(tmp_path: Path) -> None:
     settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "missing.pem")
     with pytest.raises(FileNotFoundError):
         client_options(settings)
+
+
+@pytest.mark.parametrize("max_record_bytes", [1_000_000, 100_000, 5_000_000])
+def test_producer_batches_fit_every_topic_the_worker_writes(max_record_bytes: int) -> None:
+    """A produce batch larger than a topic's max.message.bytes is refused by the broker (the worker would
+    exit, again at every restart): batches stay within the topics the worker creates (the limit plus
+    HEADROOM) and within Kafka's default 1 MB of the changelogs, yet far above aiokafka's 16 KB."""
+    from prometheus_client import CollectorRegistry
+
+    from processors.sinks.metrics import Metrics
+    from processors.stream.app import create_app
+    from processors.stream.kafka import HEADROOM
+
+    app = create_app(Settings(max_record_bytes=max_record_bytes), Metrics(CollectorRegistry()))
+    batch = app.conf.producer_max_batch_size
+    assert batch <= max_record_bytes + HEADROOM and batch <= 1_000_000
+    assert batch >= 128 * 1024
+    assert app.conf.producer_max_request_size >= batch
