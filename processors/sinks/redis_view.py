@@ -231,7 +231,7 @@ class RedisView:
         async with self.client.pipeline(transaction=True) as pipe:
             for call in calls:
                 if call:
-                    batch = (b"[" + b",".join(call) + b"]").decode()
+                    batch = b"[" + b",".join(call) + b"]"  # (bytes: the client sends them as they are)
                     await self._replace(keys=[], args=[self.prefix, batch], client=pipe)
             for view in accounts:
                 if view.scheduled is not None:
