@@ -17,9 +17,11 @@
    `take_events(5000, within=<the worker's MRR_BATCH_SECONDS>)`, per batch one `table[key] = value`
    per touched account (a memory-store Table of bytes, 4 partitions, use_partitioner=True: its
    changelog goes through Faust's producer buffer) and one `app.producer.send` per event to an output
-   topic, the batch's deliveries gathered once per batch. Its sustained events/s is measured like the
-   worker's: from its first processed event until it has processed every partition up to where the
-   history ended (the same events as the worker's), polled from its own Prometheus counter.
+   topic, the batch's deliveries gathered once per batch; Faust's default producer batch (16 KB), or
+   `--floor-producer-batch` bytes (the worker's is larger: processors/stream/app.py). Its sustained
+   events/s is measured like the worker's: from its first processed event until it has processed every
+   partition up to where the history ended (the same events as the worker's), polled from its own
+   Prometheus counter.
 
 On a shared 2-core machine events/s move with whatever else runs: each process' CPU time over its timed
 window is printed too (CPU µs per event, and their ratio), and so is the benchmark's own CPU share
@@ -108,6 +110,7 @@ def run_floor_agent(args: argparse.Namespace) -> int:
         web_enabled=False,
         producer_acks=-1,
         datadir=args.datadir,
+        **({"producer_max_batch_size": args.producer_batch} if args.producer_batch else {}),
     )
     table: Any = app.Table(
         "latest",
@@ -420,10 +423,17 @@ class FloorRun:
 
 
 def run_floor(
-    settings: Settings, run: str, tmp: Path, history_ends: dict[int, int], total: int, tag: str
+    settings: Settings,
+    run: str,
+    tmp: Path,
+    history_ends: dict[int, int],
+    total: int,
+    tag: str,
+    producer_batch: int = 0,
 ) -> FloorRun:
     """The Faust floor agent over the same topic, with an app id, consumer group and output topic of its
-    own (`tag` tells the runs apart)."""
+    own (`tag` tells the runs apart). `producer_batch`: its producer's batch size in bytes (0: Faust's
+    default, the bare agent of the issue)."""
     floor_out = f"{run}-floor-{tag}-out"
     floor_port = free_port()
     asyncio.run(create_topic(settings, floor_out, PARTITIONS))
@@ -450,6 +460,8 @@ def run_floor(
         ",".join(f"{p}:{o}" for p, o in sorted(history_ends.items())),
         "--within",
         str(settings.batch_seconds),  # the worker's take_events timeout
+        "--producer-batch",
+        str(producer_batch),
     ]
     floor = start(floor_cmd, dict(os.environ), floor_log)
     try:
@@ -505,7 +517,7 @@ def bench(args: argparse.Namespace, run: str, tmp: Path, console: Console) -> di
         table_store="memory://",
         data_dir=tmp / "worker-data",
     )
-    r: dict[str, Any] = {"run": run}
+    r: dict[str, Any] = {"run": run, "floor_producer_batch": args.floor_producer_batch}
 
     with console.status("generating the history"):
         events = HistoryGenerator(max(10, args.events // 5), 24, 7, parse_month("2024-01")).events()
@@ -516,7 +528,9 @@ def bench(args: argparse.Namespace, run: str, tmp: Path, console: Console) -> di
     if sum(history_ends.values()) != len(lines):
         raise SystemExit(f"the topic holds {sum(history_ends.values())} records, not {len(lines)}")
 
-    r["floors"] = [run_floor(settings, run, tmp, history_ends, len(lines), "a")]  # before the worker
+    floor_batch = args.floor_producer_batch
+    # the floor runs before the worker and after it
+    r["floors"] = [run_floor(settings, run, tmp, history_ends, len(lines), "a", floor_batch)]
     env = {
         **os.environ,
         **{
@@ -579,7 +593,7 @@ def bench(args: argparse.Namespace, run: str, tmp: Path, console: Console) -> di
     with console.status("bare aiokafka consumer + validation"):
         r["bare_per_s"] = asyncio.run(bare_consumer_rate(settings, total))
 
-    r["floors"].append(run_floor(settings, run, tmp, history_ends, len(lines), "b"))
+    r["floors"].append(run_floor(settings, run, tmp, history_ends, len(lines), "b", floor_batch))
     r["events"] = len(lines)
     return r
 
@@ -613,6 +627,8 @@ def report(r: dict[str, Any]) -> tuple[Table, dict[str, Any]]:
     row("  events / seconds / CPU seconds timed", timed(worker))
     row("  mean events per worker batch", f"{r['worker_batch_mean']:,.0f}")
     row("Faust floor agent sustained events/s (mean of its runs)", f"{floor_rate:,.0f}")
+    batch = r["floor_producer_batch"]
+    row("  its producer batch (bytes)", f"{batch:,}" if batch else "Faust's default")
     for f, when in zip(floors, ("before", "after"), strict=False):
         row(f"  run {when} the worker: events/s", f"{f.drain.rate:,.0f}")
         row("    events / seconds / CPU seconds timed", timed(f.drain))
@@ -634,6 +650,7 @@ def report(r: dict[str, Any]) -> tuple[Table, dict[str, Any]]:
         "worker_per_s": round(worker.rate),
         "faust_floor_per_s": round(floor_rate),
         "faust_floor_runs_per_s": [round(f.drain.rate) for f in floors],
+        "floor_producer_batch": r["floor_producer_batch"] or None,
         "ratio_to_faust_floor": round(ratio, 3),
         "ratio_goal_met": ratio >= RATIO_GOAL,
         "worker_cpu_us_per_event": round(worker.cpu_us_per_event),
@@ -681,6 +698,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000, help="events/s of the steady latency run")
     parser.add_argument("--seconds", type=float, default=15, help="length of each latency run")
     parser.add_argument("--keep", action="store_true", help="keep the logs (their folder is printed)")
+    parser.add_argument(
+        "--floor-producer-batch",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="the floor agent's producer batch size (default: Faust's, 16 KB; the worker's is "
+        "processors/stream/app.py's PRODUCER_BATCH_BYTES)",
+    )
     floor = parser.add_argument_group("the Faust floor agent (started by the benchmark itself)")
     floor.add_argument("--floor-agent", action="store_true", help=argparse.SUPPRESS)
     floor.add_argument("--app-id", help=argparse.SUPPRESS)
@@ -692,6 +717,7 @@ def main() -> int:
     floor.add_argument("--datadir", help=argparse.SUPPRESS)
     floor.add_argument("--history-ends", help=argparse.SUPPRESS)
     floor.add_argument("--within", type=float, default=0.05, help=argparse.SUPPRESS)
+    floor.add_argument("--producer-batch", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_agent:
         return run_floor_agent(args)
