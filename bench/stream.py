@@ -284,8 +284,8 @@ def drain(
     done: Callable[[float], bool],
 ) -> Drain:
     """Poll a process' counter every POLL seconds until `done`. Not faster: serving a page costs the
-    process CPU (the worker's whole page, at 0.1 s, took about 7% of it; it is now asked for two series,
-    WORKER_SERIES, though the process collector still runs)."""
+    process CPU (the worker's whole page, at 0.1 s, took about 7% of it; the worker is now asked for the
+    two series the benchmark reads, WORKER_SERIES)."""
     first: tuple[float, float, float] | None = None
     with progress_bar() as bar:
         task = bar.add_task(label, total=total)
