@@ -138,7 +138,7 @@ def run_webhook(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
 
     from processors.sources.stripe.webhook import PATH, create_webhook_app
-    from processors.stream.kafka import HEADROOM, client_options, ensure_topics
+    from processors.stream.kafka import client_options, ensure_topics, topic_bytes
 
     settings = Settings()
     if settings.stripe_webhook_secret is None or not settings.stripe_webhook_secret.get_secret_value():
@@ -156,7 +156,7 @@ def run_webhook(args: argparse.Namespace) -> int:
             **client_options(settings),
             acks="all",
             enable_idempotence=True,
-            max_request_size=settings.max_record_bytes + HEADROOM,
+            max_request_size=topic_bytes(settings),
         )
         await producer.start()
 

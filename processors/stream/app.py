@@ -34,7 +34,7 @@ from processors.sinks.redis_view import RedisView
 from processors.sources.stripe.lookup import StripeLookup
 from processors.stream.fold import FoldStage, Topics
 from processors.stream.intake import Record
-from processors.stream.kafka import HEADROOM, by_account_topic, faust_broker
+from processors.stream.kafka import by_account_topic, faust_broker, topic_bytes
 from processors.stream.lag import READ_SECONDS
 from processors.stream.refetch import BrokerRefetch
 from processors.stream.refresh import RefreshStage
@@ -49,8 +49,8 @@ DUE_SECONDS = 0.5  # how often scheduled events are looked for: applied within t
 # The producer's batch per partition. aiokafka's default, 16 KB, holds about 8 roots: a batch's ~500
 # changelog writes then fill ~60 batches, each a produce request of its own, and a write to a partition
 # whose last batch is full waits until the sender takes that batch. Larger batches: fewer requests and
-# waits (bench/stream.py). Never more than a topic accepts: the worker creates its topics with
-# max.message.bytes = max_record_bytes + HEADROOM; the changelogs have Kafka's default, 1 MB.
+# waits (README, Benchmarks). Never more than a topic accepts: the worker creates its topics with
+# max.message.bytes = topic_bytes(settings); the changelogs have Kafka's default, 1 MB.
 PRODUCER_BATCH_BYTES = 512 * 1024
 
 
@@ -195,10 +195,10 @@ def create_app(
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=-1,
-        producer_max_batch_size=min(PRODUCER_BATCH_BYTES, settings.max_record_bytes + HEADROOM),
+        producer_max_batch_size=min(PRODUCER_BATCH_BYTES, topic_bytes(settings)),
         # what the input allows, forwarded with a key and a header, or dead-lettered with the reason
-        producer_max_request_size=settings.max_record_bytes + HEADROOM,
-        consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * (settings.max_record_bytes + HEADROOM)),
+        producer_max_request_size=topic_bytes(settings),
+        consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * topic_bytes(settings)),
         **_datadir(settings),
     )
     raw: dict[str, Any] = {

@@ -81,6 +81,12 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], timeo
 HEADROOM = 64 * 1024  # room above MRR_MAX_RECORD_BYTES for a forwarded or dead-lettered copy's headers
 
 
+def topic_bytes(settings: Settings) -> int:
+    """The largest record the worker's topics take (their max.message.bytes) and its clients send: the
+    input limit plus HEADROOM."""
+    return settings.max_record_bytes + HEADROOM
+
+
 def by_account_topic(settings: Settings) -> str:
     """The internal topic where intake re-keys events by account for fold."""
     return f"{settings.app_id}-events-by-account"
@@ -113,7 +119,7 @@ async def ensure_topics(settings: Settings, internal: bool = False) -> int:
                 num_partitions=partitions,
                 replication_factor=factor,
                 # the input may carry records up to the limit; copies of them carry a little more
-                topic_configs={"max.message.bytes": str(settings.max_record_bytes + HEADROOM)},
+                topic_configs={"max.message.bytes": str(topic_bytes(settings))},
             )
             for name, partitions in names.items()
             if name not in existing

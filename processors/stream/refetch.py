@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.settings import Settings
 from processors.stream.intake import Record
-from processors.stream.kafka import HEADROOM, client_options
+from processors.stream.kafka import client_options, topic_bytes
 
 READ_TIMEOUT = 30.0  # seconds to read a range before the batch fails (and the worker retries it)
 
@@ -25,7 +25,7 @@ class BrokerRefetch:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a range starting below the log's start (retention)
-            max_partition_fetch_bytes=max(1024 * 1024, self.settings.max_record_bytes + HEADROOM),
+            max_partition_fetch_bytes=max(1024 * 1024, topic_bytes(self.settings)),
         )
         await consumer.start()
         try:

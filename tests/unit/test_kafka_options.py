@@ -57,10 +57,11 @@ def test_producer_batches_fit_every_topic_the_worker_writes(max_record_bytes: in
 
     from processors.sinks.metrics import Metrics
     from processors.stream.app import create_app
-    from processors.stream.kafka import HEADROOM
+    from processors.stream.kafka import topic_bytes
 
-    app = create_app(Settings(max_record_bytes=max_record_bytes), Metrics(CollectorRegistry()))
+    settings = Settings(max_record_bytes=max_record_bytes)
+    app = create_app(settings, Metrics(CollectorRegistry()))
     batch = app.conf.producer_max_batch_size
-    assert batch <= max_record_bytes + HEADROOM and batch <= 1_000_000
+    assert batch <= topic_bytes(settings) == max_record_bytes + 64 * 1024 and batch <= 1_000_000
     assert batch >= 128 * 1024
     assert app.conf.producer_max_request_size >= batch
